@@ -1,0 +1,44 @@
+# `make up` runs the cloud on this machine; `make test` runs the whole suite.
+# Both install what they need first (Debian packages, then the .venv), idempotently.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint format system deps postgres bench clean
+
+up: deps
+	$(BIN)/nubis up
+
+test: deps postgres
+	$(BIN)/pytest
+
+lint: deps
+	$(BIN)/ruff check nubis tests bench
+	$(BIN)/ruff format --check nubis tests bench
+	$(BIN)/mypy
+
+format: deps
+	$(BIN)/ruff check --fix nubis tests bench
+	$(BIN)/ruff format nubis tests bench
+
+bench: deps postgres
+	$(BIN)/python bench/engine.py --quick
+
+system:
+	@tools/install-system-packages
+
+deps: system $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+postgres:
+	@tools/ensure-postgres
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

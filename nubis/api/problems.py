@@ -1,0 +1,65 @@
+"""Every error the API answers with is an application/problem+json document (RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from nubis.errors import Conflict, InvalidInput, NotFound, NubisError
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+
+_BY_STATUS: dict[int, type[NubisError]] = {404: NotFound, 409: Conflict}
+
+
+def problem_response(error: NubisError) -> JSONResponse:
+    return JSONResponse(error.problem(), status_code=error.status, media_type=MEDIA_TYPE)
+
+
+def _field(location: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _nubis_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, NubisError)
+    if type(error).status >= 500:
+        log.error("internal error: %s", error.detail)
+        return problem_response(NubisError("the server failed to answer; it has been logged"))
+    return problem_response(error)
+
+
+async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    fields = {_field(tuple(e["loc"])): e["msg"] for e in error.errors()}
+    summary = "; ".join(f"{name}: {message}" for name, message in fields.items())
+    return problem_response(InvalidInput(f"the request is invalid: {summary}", errors=fields))
+
+
+async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    kind = _BY_STATUS.get(error.status_code)
+    if kind is not None:
+        return problem_response(kind(str(error.detail)))
+    body = {"type": "about:blank", "title": str(error.detail), "status": error.status_code,
+            "code": "http_error", "detail": str(error.detail)}
+    return JSONResponse(body, status_code=error.status_code, media_type=MEDIA_TYPE,
+                        headers=error.headers)
+
+
+async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=error)
+    return problem_response(NubisError("the server failed to answer; it has been logged"))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(NubisError, _nubis_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,120 @@
+"""The long-running commands: `nubis up`, `nubis api`, `nubis worker`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from nubis.api import create_app
+from nubis.cli.output import console, fail
+from nubis.config import Settings
+from nubis.db import Database
+from nubis.db.migrate import current_revision, head_revision, upgrade
+from nubis.engine.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # Alembic announces each plugin it loads; only its migrations are news.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def _settings(**overrides: object) -> Settings:
+    """The settings from the environment, with the options given on the command line."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _require_current_schema(db: Database) -> None:
+    current, head = current_revision(db), head_revision()
+    if current != head:
+        fail(f"the database schema is at {current or 'nothing'}, this nubis needs {head}: "
+             "run `nubis admin db upgrade` first")
+
+
+def up(
+    host: Annotated[str | None, typer.Option(help="Address the API listens on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port the API listens on.")] = None,
+) -> None:
+    """Run the whole control plane on this machine, on SQLite in the data dir."""
+    settings = _settings(api_host=host, api_port=port)
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = Database.connect(settings.database_url, pool_size=settings.worker_threads + 4)
+    upgrade(db)
+    worker = Worker(db, settings, threads=settings.worker_threads)
+    worker.start()
+    api_url = settings.api_url
+    console.print(f"[bold green]nubis is up[/]\n"
+                  f"  API        {api_url}/v1  (health: {api_url}/v1/health)\n"
+                  f"  data dir   {settings.data_dir}\n"
+                  f"  database   {db.engine.url.render_as_string(hide_password=True)}\n"
+                  f"  workers    {settings.worker_threads} threads\n"
+                  "Press Ctrl-C to stop.", highlight=False)
+    try:
+        _serve(db, settings.api_host, settings.api_port, settings.log_level)
+    finally:
+        worker.stop()
+        db.dispose()
+        console.print("nubis stopped.")
+
+
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Serve the REST API."""
+    settings = _settings(api_host=host, api_port=port)
+    configure_logging(settings.log_level)
+    db = Database.connect(settings.database_url)
+    _require_current_schema(db)
+    try:
+        _serve(db, settings.api_host, settings.api_port, settings.log_level)
+    finally:
+        db.dispose()
+
+
+def worker(
+    threads: Annotated[int | None, typer.Option(min=1, max=256,
+                                               help="Strands run at once.")] = None,
+) -> None:
+    """Run the engine: take due strands and run their labels until stopped."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    count = threads or settings.worker_threads
+    db = Database.connect(settings.database_url, pool_size=count + 2)
+    _require_current_schema(db)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    runner = Worker(db, settings, threads=count)
+    runner.start()
+    log.info("worker running %d threads on %s", count, db.engine.dialect.name)
+    stop.wait()
+    log.info("stopping: letting running labels finish")
+    runner.stop()
+    db.dispose()
+
+
+def _serve(db: Database, host: str, port: int, log_level: str) -> None:
+    config = uvicorn.Config(create_app(db), host=host, port=port,
+                            log_level=log_level.lower(), access_log=False)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        fail(f"the API could not listen on {host}:{port}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(api)
+    app.command()(worker)

@@ -1,0 +1,61 @@
+"""Settings, read from NUBIS_* environment variables.
+
+Every setting has a default that works for `nubis up` on one machine; a production
+control plane sets at least NUBIS_DATABASE_URL to a PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """`/var/lib/nubis` for root, else the user's XDG data home."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/nubis")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "nubis"
+
+
+class EngineSettings(BaseSettings):
+    """How workers run strands."""
+
+    model_config = SettingsConfigDict(env_prefix="NUBIS_", extra="ignore")
+
+    lease_seconds: float = Field(default=120.0, gt=0)
+    """How long a worker owns a strand it took; it kills itself before this runs out."""
+    max_tries: int = Field(default=10, ge=1)
+    """Attempts at one label before the strand stops in the `failed` state."""
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=300.0, gt=0)
+    idle_wait_seconds: float = Field(default=10.0, gt=0)
+    """Longest an idle worker sleeps without a wake-up, a safety net for lost notifications."""
+    strand_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    """How long an exited strand is kept for inspection."""
+
+
+class Settings(EngineSettings):
+    """Everything a nubis process reads from its environment."""
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str = ""
+    """SQLAlchemy URL; empty means SQLite in the data dir."""
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8765, ge=1, le=65535)
+    worker_threads: int = Field(default=2, ge=1, le=256)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'nubis.db'}"
+        return self
+
+    @property
+    def api_url(self) -> str:
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        return f"http://{host}:{self.api_port}"

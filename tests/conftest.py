@@ -1,0 +1,116 @@
+"""Stores for tests: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL is not optional: if it does not answer, the tests that need it fail.
+Each test gets its own database, cloned from a template migrated once per run, and
+drops it afterwards, so two runs on one server never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from nubis.db import Database
+from nubis.db.migrate import upgrade
+
+POSTGRES_URL = os.environ.get(
+    "NUBIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+STORES = ["sqlite", "postgresql"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _admin_conninfo() -> str:
+    return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(
+        hide_password=False
+    )
+
+
+def _postgres_url(name: str) -> str:
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _create_database(name: str, template: str | None = None) -> None:
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as connection:
+        suffix = f' TEMPLATE "{template}"' if template else ""
+        connection.execute(f'CREATE DATABASE "{name}"{suffix}')  # type: ignore[arg-type]
+
+
+def _drop_database(name: str) -> None:
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+def _migrated(url: str) -> None:
+    db = Database.connect(url)
+    try:
+        upgrade(db)
+    finally:
+        db.dispose()
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def postgres_template(run_id: str) -> Iterator[str]:
+    name = f"nubis_test_{run_id}_template"
+    _create_database(name)
+    try:
+        _migrated(_postgres_url(name))
+        yield name
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "nubis.db"
+    _migrated(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=STORES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> Iterator[str]:
+    """The URL of a fresh, migrated database of each store."""
+    if request.param == "sqlite":
+        path = tmp_path / "nubis.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("postgres_template")
+    name = f"nubis_test_{run_id}_{uuid.uuid4().hex[:8]}"
+    _create_database(name, template)
+    try:
+        yield _postgres_url(name)
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture
+def postgres_url(run_id: str, postgres_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, for tests that only PostgreSQL can run."""
+    name = f"nubis_test_{run_id}_{uuid.uuid4().hex[:8]}"
+    _create_database(name, postgres_template)
+    try:
+        yield _postgres_url(name)
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database.connect(database_url)
+    try:
+        yield database
+    finally:
+        database.dispose()
