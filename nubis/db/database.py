@@ -27,6 +27,9 @@ def normalize_url(url: str | URL) -> URL:
     raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
+READ_ONLY = "nubis_read_only"
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -43,7 +46,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,14 @@ class Database:
         """A session whose work commits when the block ends and rolls back on error."""
         with self.sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only. On SQLite it does not take the write lock, so it
+        neither waits for nor delays writers."""
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+            with self.sessions(bind=connection) as session:
+                yield session
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -9,15 +9,27 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, case, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Update,
+    bindparam,
+    case,
+    exists,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
 from nubis.config import EngineSettings
-from nubis.db import Database
-from nubis.db.base import UTCDateTime
-from nubis.models.engine import Strand, StrandStatus
+from nubis.models.engine import Semaphore, Strand, StrandStatus
 
 SELF_KILL_FRACTION = 0.8
 """A worker kills itself once this share of its lease has passed (see `Lease.deadline`)."""
+
+strand = Strand.__table__
+semaphore = Semaphore.__table__
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,19 @@ class Lease:
     lease was written, so it falls before the lease ends whatever the latency."""
     held_since: float
     """time.monotonic() when this worker took the strand."""
+    signalled: bool = True
+    """Whether the strand had semaphores when its label was about to start; if not,
+    the label's snapshot is known to be empty without asking the database again."""
+
+
+def signalled() -> ColumnElement[bool]:
+    """Whether the strand in the row at hand has any semaphore (for RETURNING).
+
+    The outer reference is spelled out: in RETURNING, SQLAlchemy writes SQLite
+    column names without their table, and a bare `id` would mean the semaphore's.
+    """
+    outer = literal_column("strand.id")
+    return exists().where(semaphore.c.strand_id == outer).label("signalled")
 
 
 def backoff(settings: EngineSettings, failures: int) -> float:
@@ -46,86 +71,98 @@ def backoff(settings: EngineSettings, failures: int) -> float:
     return ceiling * random.uniform(0.75, 1.25)
 
 
-def retry_time(settings: EngineSettings, when: datetime) -> ColumnElement[datetime]:
-    """When to try again should this attempt fail, as a function of the row's `tries`.
+class Taker:
+    """Leases due strands for one worker, each in one atomic update."""
 
-    Written at lease time, so a worker that dies mid-label is retried with backoff
-    too. Spelled as a CASE over precomputed times to stay one portable statement.
-    """
-    steps = {}
-    failures = 0
-    while settings.backoff_base_seconds * 2.0**failures < settings.backoff_max_seconds:
-        steps[failures] = _time(when + timedelta(seconds=backoff(settings, failures)))
-        failures += 1
-    cap = _time(when + timedelta(seconds=backoff(settings, failures)))
-    return case(steps, value=Strand.tries, else_=cap) if steps else cap
+    def __init__(self, settings: EngineSettings, owner: UUID, postgres: bool) -> None:
+        self.settings = settings
+        self.owner = owner
+        self._steps = 0
+        while settings.backoff_base_seconds * 2.0**self._steps < settings.backoff_max_seconds:
+            self._steps += 1
+        self._statement = self._build(postgres)
 
-
-def _time(value: datetime) -> ColumnElement[datetime]:
-    return literal(value, UTCDateTime())
-
-
-def take(db: Database, settings: EngineSettings, owner: UUID, when: datetime) -> Lease | None:
-    """Lease the strand that has waited longest, in one atomic update; None if none is due."""
-    started = time.monotonic()
-    due = (
-        select(Strand.id)
-        .where(
-            Strand.status == StrandStatus.ACTIVE,
-            Strand.schedule <= when,
-            or_(Strand.lease_until.is_(None), Strand.lease_until <= when),
+    def _build(self, postgres: bool) -> Update:
+        due = (
+            select(strand.c.id)
+            .where(
+                strand.c.status == StrandStatus.ACTIVE,
+                strand.c.schedule <= bindparam("now"),
+                or_(strand.c.lease_until.is_(None), strand.c.lease_until <= bindparam("now")),
+            )
+            .order_by(strand.c.schedule)
+            .limit(1)
         )
-        .order_by(Strand.schedule)
-        .limit(1)
-    )
-    if db.is_postgres:
-        due = due.with_for_update(skip_locked=True)
-    statement = (
-        update(Strand)
-        .where(Strand.id == due.scalar_subquery())
-        .values(
-            lease_owner=owner,
-            lease_until=when + timedelta(seconds=settings.lease_seconds),
-            tries=Strand.tries + 1,
-            schedule=retry_time(settings, when),
-        )
-        .returning(
-            Strand.id, Strand.prog, Strand.label, Strand.stack, Strand.parent_id,
-            Strand.schedule, Strand.tries,
-        )
-    )
-    with db.transaction() as session:
-        row = session.execute(statement).one_or_none()
-    if row is None:
-        return None
-    if row.tries > settings.max_tries:
-        _give_up(db, row.id, owner, row.label, row.tries - 1)
-        return None
-    return Lease(
-        strand_id=row.id,
-        owner=owner,
-        prog=row.prog,
-        label=row.label,
-        stack=row.stack,
-        parent_id=row.parent_id,
-        schedule=row.schedule,
-        deadline=started + settings.lease_seconds * SELF_KILL_FRACTION,
-        held_since=started,
-    )
-
-
-def _give_up(db: Database, strand_id: UUID, owner: UUID, label: str, tries: int) -> None:
-    """Fail a strand whose workers kept dying in `label` before they could record why."""
-    with db.transaction() as session:
-        session.execute(
-            update(Strand)
-            .where(Strand.id == strand_id, Strand.lease_owner == owner)
+        if postgres:
+            due = due.with_for_update(skip_locked=True)
+        # The retry time depends on the row's `tries`; it is spelled as a CASE over
+        # times computed beforehand so the whole lease stays one portable statement.
+        retry_at: ColumnElement[datetime] = bindparam("retry_cap", type_=strand.c.schedule.type)
+        if self._steps:
+            retry_at = case(
+                {n: bindparam(f"retry_{n}", type_=strand.c.schedule.type)
+                 for n in range(self._steps)},
+                value=strand.c.tries,
+                else_=retry_at,
+            )
+        return (
+            update(strand)
+            .where(strand.c.id == due.scalar_subquery())
             .values(
-                status=StrandStatus.FAILED,
-                tries=tries,
-                lease_owner=None,
-                lease_until=None,
-                last_error=f"gave up after {tries} tries: the worker running label "
-                f"{label!r} was lost before it finished",
+                lease_owner=bindparam("owner"),
+                lease_until=bindparam("lease_until"),
+                tries=strand.c.tries + 1,
+                schedule=retry_at,
+            )
+            .returning(
+                strand.c.id, strand.c.prog, strand.c.label, strand.c.stack,
+                strand.c.parent_id, strand.c.schedule, strand.c.tries, signalled(),
             )
         )
+
+    def take(self, connection: Connection, when: datetime) -> Lease | None:
+        """Lease the strand that has waited longest; None if none is due."""
+        started = time.monotonic()
+        params: dict[str, Any] = {
+            "now": when,
+            "owner": self.owner,
+            "lease_until": when + timedelta(seconds=self.settings.lease_seconds),
+            "retry_cap": when + timedelta(seconds=backoff(self.settings, self._steps)),
+        }
+        for n in range(self._steps):
+            params[f"retry_{n}"] = when + timedelta(seconds=backoff(self.settings, n))
+        with connection.begin():
+            row = connection.execute(self._statement, params).one_or_none()
+        if row is None:
+            return None
+        if row.tries > self.settings.max_tries:
+            self._give_up(connection, row.id, row.label, row.tries - 1)
+            return None
+        return Lease(
+            strand_id=row.id,
+            owner=self.owner,
+            prog=row.prog,
+            label=row.label,
+            stack=row.stack,
+            parent_id=row.parent_id,
+            schedule=row.schedule,
+            deadline=started + self.settings.lease_seconds * SELF_KILL_FRACTION,
+            held_since=started,
+            signalled=bool(row.signalled),
+        )
+
+    def _give_up(self, connection: Connection, strand_id: UUID, label: str, tries: int) -> None:
+        """Fail a strand whose workers kept dying in `label` before they could say why."""
+        with connection.begin():
+            connection.execute(
+                update(strand)
+                .where(strand.c.id == strand_id, strand.c.lease_owner == self.owner)
+                .values(
+                    status=StrandStatus.FAILED,
+                    tries=tries,
+                    lease_owner=None,
+                    lease_until=None,
+                    last_error=f"gave up after {tries} tries: the worker running label "
+                    f"{label!r} was lost before it finished",
+                )
+            )

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from nubis.config import EngineSettings
 from nubis.db import Database
@@ -85,6 +86,12 @@ class Worker:
         self._stopping = threading.Event()
         self._watchdog = Watchdog()
         self._listener = Listener(db.engine.url, bell) if db.is_postgres else None
+        # SQLite has one writer at a time and every label writes, so threads of one
+        # process take turns here, where handing over is immediate, rather than in
+        # SQLite's busy handler, which sleeps up to 100 ms between attempts.
+        self._turn: threading.Lock | nullcontext[None] = (
+            nullcontext() if db.is_postgres else threading.Lock()
+        )
         self._purge_lock = threading.Lock()
         self._next_purge = 0.0
 
@@ -112,24 +119,34 @@ class Worker:
         while not self._stopping.is_set():
             seen = self.bell.rings()
             try:
-                lease = dispatcher.take()
-                if lease is None:
+                with self._turn:
+                    ran = self._run_next(dispatcher)
+                if not ran:
                     self._purge(dispatcher)
                     self.bell.wait(seen, dispatcher.seconds_to_next())
-                    continue
-                while lease is not None:
-                    if self._stopping.is_set():
-                        dispatcher.release(lease)
-                        break
-                    self._watchdog.arm(lease.deadline, f"label {lease.label} of {lease.prog}")
-                    try:
-                        lease = dispatcher.run(lease)
-                    finally:
-                        self._watchdog.disarm()
             except Exception:
                 # The store is away; leases run out by themselves, so just wait and retry.
                 log.exception("worker loop failed; retrying in a second")
+                dispatcher.close()
                 self._stopping.wait(1.0)
+        dispatcher.close()
+
+    def _run_next(self, dispatcher: Dispatcher) -> bool:
+        """Take a due strand and run its labels while this worker holds it; False if
+        nothing was due."""
+        lease = dispatcher.take()
+        if lease is None:
+            return False
+        while lease is not None:
+            if self._stopping.is_set():
+                dispatcher.release(lease)
+                break
+            self._watchdog.arm(lease.deadline, f"label {lease.label} of {lease.prog}")
+            try:
+                lease = dispatcher.run(lease)
+            finally:
+                self._watchdog.disarm()
+        return True
 
     def _purge(self, dispatcher: Dispatcher) -> None:
         with self._purge_lock:

@@ -1,0 +1,122 @@
+"""`nubis up`: the whole control plane in one process, started and stopped as a user does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+START_SECONDS = 30.0
+STOP_SECONDS = 15.0
+EXIT_INTERRUPTED = 130
+"""What `nubis.cli.main` exits with when a KeyboardInterrupt reaches it."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"nubis up exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            response = httpx.get(url, timeout=1.0)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        assert response.status_code == 200, response.text
+        assert response.json() == {"status": "ok", "database": "sqlite"}
+        return
+    pytest.fail(f"{url} did not answer within {START_SECONDS} s:\n{log.read_text()}")
+
+
+def _up_then_stop(data_dir: Path, logs: Path, stop: signal.Signals = signal.SIGINT) -> Run:
+    """Start `nubis up`, wait until its API is healthy, send `stop`, wait for the exit."""
+    port = _free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    stdout_path, stderr_path = logs / "stdout", logs / "stderr"
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("NUBIS_")
+    }
+    environment.update(NUBIS_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nubis", "up", "--port", str(port)],
+            env=environment,
+            cwd=REPO,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        _wait_healthy(process, f"http://127.0.0.1:{port}/v1/health", stderr_path)
+        output = stdout_path.read_text()
+        assert "nubis is up" in output
+        assert f"http://127.0.0.1:{port}/v1" in output
+        process.send_signal(stop)
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"nubis up did not stop within {STOP_SECONDS} s after {stop.name}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    return Run(process.returncode, stdout_path.read_text(), stderr_path.read_text())
+
+
+@pytest.mark.slow
+def test_up_serves_the_api_until_interrupted_and_starts_again_on_its_data(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+
+    first = _up_then_stop(data_dir, tmp_path / "first")
+    # 0 is what an operator expects; 130 is today's answer (see the xfail test below).
+    assert first.returncode in (0, EXIT_INTERRUPTED), first.stderr
+    assert "nubis stopped" in first.stdout
+    assert "Traceback" not in first.stderr
+    assert "Running upgrade  -> 0001" in first.stderr
+    assert (data_dir / "nubis.db").is_file()
+
+    second = _up_then_stop(data_dir, tmp_path / "second")
+    assert second.returncode in (0, EXIT_INTERRUPTED), second.stderr
+    assert "nubis stopped" in second.stdout
+    assert "Traceback" not in second.stderr
+    assert "Running upgrade" not in second.stderr
+    assert (data_dir / "nubis.db").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="uvicorn (>= 0.29) re-raises the stop signal after its shutdown: SIGINT becomes "
+    "a KeyboardInterrupt that nubis.cli.main turns into exit 130, and SIGTERM kills the "
+    "process before `up` stops its worker and prints 'nubis stopped.'",
+)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_up_exits_cleanly_when_asked_to_stop(tmp_path: Path, stop: signal.Signals) -> None:
+    run = _up_then_stop(tmp_path / "data", tmp_path / "logs", stop)
+    assert "nubis stopped" in run.stdout
+    assert run.returncode == 0
