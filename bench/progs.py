@@ -8,10 +8,12 @@ from nubis.engine import Prog, label
 
 
 class Chain(Prog):
-    """Hops `left` times, then exits: `left + 1` label runs that do nothing else."""
+    """Hops `left` times, then exits: `left + 1` label runs that do nothing else
+    but note when the first one began."""
 
     @label
     def start(self) -> None:
+        self.frame.setdefault("began", time.time())
         if self.frame["left"] == 0:
             self.exit()
         self.frame["left"] -= 1

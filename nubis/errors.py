@@ -1,7 +1,7 @@
 """The error tree. Every error a user can see is one of these.
 
-    NubisError                 500 internal          a bug or an outage; details are logged, not shown
-    ├── InvalidInput           422 invalid_input     a request or argument that cannot be used as given
+    NubisError                 500 internal          a bug or an outage; logged, not shown
+    ├── InvalidInput           422 invalid_input     a request or argument that cannot be used
     ├── Unauthenticated        401 unauthenticated   no valid credentials
     ├── Forbidden              403 forbidden         valid credentials, not allowed
     ├── NotFound               404 not_found         no such object (or not visible to the caller)

@@ -54,8 +54,9 @@ def parse_id(kind: Kind, text: str) -> UUID:
     """The key named by `text`, which must be a public id of `kind`."""
     prefix, sep, body = text.strip().lower().partition("-")
     if not sep or prefix != kind.value:
-        raise InvalidInput(f"{text!r} is not a {kind.name.lower().replace('_', ' ')} id "
-                           f"(expected {kind.value}-…)")
+        raise InvalidInput(
+            f"{text!r} is not a {kind.name.lower().replace('_', ' ')} id (expected {kind.value}-…)"
+        )
     if len(body) != _LENGTH or any(c not in _DECODE for c in body):
         raise InvalidInput(f"{text!r} is not a well-formed id")
     number = 0
@@ -68,4 +69,5 @@ def parse_id(kind: Kind, text: str) -> UUID:
 
 def looks_like_id(kind: Kind, text: str) -> bool:
     """Whether `text` is shaped like an id of `kind` (so it is not taken as a name)."""
-    return text.lower().startswith(f"{kind.value}-") and len(text) == len(kind.value) + 1 + _LENGTH
+    text = text.strip().lower()
+    return text.startswith(f"{kind.value}-") and len(text) == len(kind.value) + 1 + _LENGTH

@@ -28,9 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _admin_conninfo() -> str:
-    return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(
-        hide_password=False
-    )
+    return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _postgres_url(name: str) -> str:
@@ -40,12 +38,12 @@ def _postgres_url(name: str) -> str:
 def _create_database(name: str, template: str | None = None) -> None:
     with psycopg.connect(_admin_conninfo(), autocommit=True) as connection:
         suffix = f' TEMPLATE "{template}"' if template else ""
-        connection.execute(f'CREATE DATABASE "{name}"{suffix}')  # type: ignore[arg-type]
+        connection.execute(f'CREATE DATABASE "{name}"{suffix}')
 
 
 def _drop_database(name: str) -> None:
     with psycopg.connect(_admin_conninfo(), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _migrated(url: str) -> None:

@@ -29,7 +29,7 @@ def _field(location: tuple[int | str, ...]) -> str:
 
 async def _nubis_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, NubisError)
-    if type(error).status >= 500:
+    if type(error) is NubisError:
         log.error("internal error: %s", error.detail)
         return problem_response(NubisError("the server failed to answer; it has been logged"))
     return problem_response(error)
@@ -47,10 +47,16 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     kind = _BY_STATUS.get(error.status_code)
     if kind is not None:
         return problem_response(kind(str(error.detail)))
-    body = {"type": "about:blank", "title": str(error.detail), "status": error.status_code,
-            "code": "http_error", "detail": str(error.detail)}
-    return JSONResponse(body, status_code=error.status_code, media_type=MEDIA_TYPE,
-                        headers=error.headers)
+    body = {
+        "type": "about:blank",
+        "title": str(error.detail),
+        "status": error.status_code,
+        "code": "http_error",
+        "detail": str(error.detail),
+    }
+    return JSONResponse(
+        body, status_code=error.status_code, media_type=MEDIA_TYPE, headers=error.headers
+    )
 
 
 async def _unexpected(_request: Request, error: Exception) -> JSONResponse:

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from nubis.cli import admin, services
 from nubis.cli.output import fail
 from nubis.errors import NubisError
 
+
+class _Commands(TyperGroup):
+    """Turns a NubisError from any command into its reason on stderr and exit code 1."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except NubisError as error:
+            fail(error.detail)
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="nubis: an IPv6-first, API-first cloud.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -23,7 +37,5 @@ app.add_typer(admin.app, name="admin")
 def main() -> None:
     try:
         app()
-    except NubisError as error:
-        fail(error.detail)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -15,28 +17,31 @@ from nubis.engine import strand as strands
 from nubis.ids import Kind, format_id, parse_id
 from nubis.models.engine import Semaphore, Strand, StrandStatus
 
-app = typer.Typer(help="Operator commands (they use the database directly).",
-                  no_args_is_help=True)
+app = typer.Typer(help="Operator commands (they use the database directly).", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
-strand_app = typer.Typer(help="Strands: the engine's durable state machines.",
-                         no_args_is_help=True)
+strand_app = typer.Typer(help="Strands: the engine's durable state machines.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(strand_app, name="strand")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def _database() -> Database:
-    return Database.connect(Settings().database_url)
+@contextmanager
+def _database() -> Iterator[Database]:
+    db = Database.connect(Settings().database_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration the database does not have yet."""
-    db = _database()
-    before = current_revision(db)
-    upgrade(db)
-    after = current_revision(db)
+    with _database() as db:
+        before = current_revision(db)
+        upgrade(db)
+        after = current_revision(db)
     if before == after:
         console.print(f"the schema is current ({after})")
     else:
@@ -68,26 +73,42 @@ def strand_list(
     as_json: JsonOption = False,
 ) -> None:
     """List strands, failed ones first, then by when they run next."""
-    query = select(Strand).order_by((Strand.status == StrandStatus.FAILED).desc(),
-                                     Strand.schedule).limit(limit)
+    query = (
+        select(Strand)
+        .order_by((Strand.status == StrandStatus.FAILED).desc(), Strand.schedule)
+        .limit(limit)
+    )
     if status is not None:
         query = query.where(Strand.status == status)
-    with _database().transaction() as session:
+    with _database() as db, db.reading() as session:
         rows = [_summary(s) for s in session.scalars(query)]
     if as_json:
         emit_json(rows)
         return
-    table(["id", "prog", "label", "status", "tries", "next run", "error"],
-          [[r["id"], _short_prog(r["prog"]), r["label"], r["status"], r["tries"],
-            r["schedule"], r["error"]] for r in rows])
+    table(
+        ["id", "prog", "label", "status", "tries", "next run", "error"],
+        [
+            [
+                r["id"],
+                _short_prog(r["prog"]),
+                r["label"],
+                r["status"],
+                r["tries"],
+                r["schedule"],
+                r["error"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 @strand_app.command("show")
-def strand_show(strand_id: Annotated[str, typer.Argument(help="st-… id")],
-                as_json: JsonOption = False) -> None:
+def strand_show(
+    strand_id: Annotated[str, typer.Argument(help="st-… id")], as_json: JsonOption = False
+) -> None:
     """Everything about one strand: its stack, semaphores and last error."""
     key = parse_id(Kind.STRAND, strand_id)
-    with _database().transaction() as session:
+    with _database() as db, db.reading() as session:
         strand = session.get(Strand, key)
         if strand is None:
             fail(f"no strand {strand_id}")
@@ -116,7 +137,7 @@ def strand_show(strand_id: Annotated[str, typer.Argument(help="st-… id")],
 def strand_retry(strand_id: Annotated[str, typer.Argument(help="st-… id")]) -> None:
     """Run a failed strand's label again, with a fresh set of tries."""
     key = parse_id(Kind.STRAND, strand_id)
-    with _database().transaction() as session:
+    with _database() as db, db.transaction() as session:
         if strands.retry(session, key):
             console.print(f"{strand_id} will run again now")
             return

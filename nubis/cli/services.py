@@ -37,8 +37,10 @@ def _settings(**overrides: object) -> Settings:
 def _require_current_schema(db: Database) -> None:
     current, head = current_revision(db), head_revision()
     if current != head:
-        fail(f"the database schema is at {current or 'nothing'}, this nubis needs {head}: "
-             "run `nubis admin db upgrade` first")
+        fail(
+            f"the database schema is at {current or 'nothing'}, this nubis needs {head}: "
+            "run `nubis admin db upgrade` first"
+        )
 
 
 def up(
@@ -54,12 +56,15 @@ def up(
     worker = Worker(db, settings, threads=settings.worker_threads)
     worker.start()
     api_url = settings.api_url
-    console.print(f"[bold green]nubis is up[/]\n"
-                  f"  API        {api_url}/v1  (health: {api_url}/v1/health)\n"
-                  f"  data dir   {settings.data_dir}\n"
-                  f"  database   {db.engine.url.render_as_string(hide_password=True)}\n"
-                  f"  workers    {settings.worker_threads} threads\n"
-                  "Press Ctrl-C to stop.", highlight=False)
+    console.print(
+        f"[bold green]nubis is up[/]\n"
+        f"  API        {api_url}/v1  (health: {api_url}/v1/health)\n"
+        f"  data dir   {settings.data_dir}\n"
+        f"  database   {db.engine.url.render_as_string(hide_password=True)}\n"
+        f"  workers    {settings.worker_threads} threads\n"
+        "Press Ctrl-C to stop.",
+        highlight=False,
+    )
     try:
         _serve(db, settings.api_host, settings.api_port, settings.log_level)
     finally:
@@ -84,8 +89,9 @@ def api(
 
 
 def worker(
-    threads: Annotated[int | None, typer.Option(min=1, max=256,
-                                               help="Strands run at once.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, max=256, help="Strands run at once.")
+    ] = None,
 ) -> None:
     """Run the engine: take due strands and run their labels until stopped."""
     settings = Settings()
@@ -106,9 +112,16 @@ def worker(
 
 
 def _serve(db: Database, host: str, port: int, log_level: str) -> None:
-    config = uvicorn.Config(create_app(db), host=host, port=port,
-                            log_level=log_level.lower(), access_log=False)
+    """Serve the API until SIGINT or SIGTERM, then return normally."""
+    config = uvicorn.Config(
+        create_app(db), host=host, port=port, log_level=log_level.lower(), access_log=False
+    )
     server = uvicorn.Server(config)
+    # Once it has shut down, uvicorn hands the stop signal on to the handler that was
+    # there before it. That handler is this no-op: the stop is already under way, and
+    # the caller still has its own shutdown to do (stop the worker, close the store).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     server.run()
     if not server.started:
         fail(f"the API could not listen on {host}:{port}")

@@ -77,7 +77,7 @@ class Database:
             )
         sessions = sessionmaker(engine, expire_on_commit=False)
         # Imported here: the engine's modules import the models, which import this one.
-        from nubis.engine.doorbell import install
+        from nubis.engine.doorbell import install  # noqa: PLC0415
 
         install(sessions)
         return cls(engine=engine, sessions=sessions)
@@ -96,9 +96,9 @@ class Database:
     def reading(self) -> Iterator[Session]:
         """A session for reads only. On SQLite it does not take the write lock, so it
         neither waits for nor delays writers."""
-        with self.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
-            with self.sessions(bind=connection) as session:
-                yield session
+        connection = self.engine.connect().execution_options(**{READ_ONLY: True})
+        with connection, self.sessions(bind=connection) as session:
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -11,7 +11,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BindParameter, Connection, Update, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Update,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -50,7 +61,7 @@ HOLD_SECONDS = 1.0
 other strands have a turn."""
 
 
-class LeaseLost(Exception):  # noqa: N818
+class LeaseLost(Exception):
     """Another worker holds the strand now; this worker's label must not commit."""
 
 
@@ -72,17 +83,40 @@ def _store(**values: Any) -> Update:
 _RELEASED = {"lease_owner": None, "lease_until": None, "tries": 0, "last_error": None}
 
 # Each way a label can end, built once: building statements costs more than running them.
-HOLD = _store(prog=_param("prog"), label=_param("label"), stack=_param("stack"),
-              lease_until=_param("lease_until"), tries=1, last_error=None,
-              schedule=_param("schedule"))
-LET_GO = _store(prog=_param("prog"), label=_param("label"), stack=_param("stack"),
-                schedule=_param("schedule"), **_RELEASED)
-NAP = _store(stack=_param("stack"),
-             schedule=case((strand.c.schedule == bindparam("p_seen", type_=strand.c.schedule.type),
-                            _param("schedule")), else_=strand.c.schedule),
-             **_RELEASED)
-EXIT = _store(status=StrandStatus.EXITED, exitval=_param("exitval"), stack=_param("stack"),
-              finished_at=_param("finished_at"), **_RELEASED)
+HOLD = _store(
+    prog=_param("prog"),
+    label=_param("label"),
+    stack=_param("stack"),
+    lease_until=_param("lease_until"),
+    tries=1,
+    last_error=None,
+    schedule=_param("schedule"),
+)
+LET_GO = _store(
+    prog=_param("prog"),
+    label=_param("label"),
+    stack=_param("stack"),
+    schedule=_param("schedule"),
+    **_RELEASED,
+)
+NAP = _store(
+    stack=_param("stack"),
+    schedule=case(
+        (
+            strand.c.schedule == bindparam("p_seen", type_=strand.c.schedule.type),
+            _param("schedule"),
+        ),
+        else_=strand.c.schedule,
+    ),
+    **_RELEASED,
+)
+EXIT = _store(
+    status=StrandStatus.EXITED,
+    exitval=_param("exitval"),
+    stack=_param("stack"),
+    finished_at=_param("finished_at"),
+    **_RELEASED,
+)
 
 
 class Dispatcher:
@@ -106,8 +140,11 @@ class Dispatcher:
             with self.db.sessions(bind=self._connect()) as session, session.begin():
                 return self._run_label(session, lease)
         except LeaseLost:
-            log.warning("strand %s: lease lost while running %s; its work was rolled back",
-                        lease.strand_id, lease.label)
+            log.warning(
+                "strand %s: lease lost while running %s; its work was rolled back",
+                lease.strand_id,
+                lease.label,
+            )
             return None
         except Exception as error:  # any failure of the label is recorded on the strand
             self._record_failure(lease, error)
@@ -137,7 +174,7 @@ class Dispatcher:
             return self.settings.idle_wait_seconds
         if isinstance(first, str):  # SQLite hands back the raw text of an aggregate
             first = datetime.fromisoformat(first).replace(tzinfo=UTC)
-        wait = (first - now()).total_seconds()
+        wait: float = (first - now()).total_seconds()
         return min(max(wait, 0.0), self.settings.idle_wait_seconds)
 
     def purge(self) -> int:
@@ -221,8 +258,14 @@ class Dispatcher:
                 self._finish(session, lease, value, stack)
                 return None
             case Nap(seconds=seconds):
-                self._write(session, lease, NAP, stack=_json(stack), seen=lease.schedule,
-                            schedule=now() + timedelta(seconds=seconds))
+                self._write(
+                    session,
+                    lease,
+                    NAP,
+                    stack=_json(stack),
+                    seen=lease.schedule,
+                    schedule=now() + timedelta(seconds=seconds),
+                )
                 return None
         raise TypeError(f"unknown outcome {outcome!r}")
 
@@ -233,25 +276,39 @@ class Dispatcher:
         started = time.monotonic()
         when = now()
         if started - lease.held_since >= HOLD_SECONDS:
-            self._write(session, lease, LET_GO, prog=prog, label=label, stack=_json(stack),
-                        schedule=when)
+            self._write(
+                session, lease, LET_GO, prog=prog, label=label, stack=_json(stack), schedule=when
+            )
             return None
         # Going on with the next label is a new lease written in the same commit,
         # with its own retry time, exactly as taking the strand afresh would write it.
         retry_at = when + timedelta(seconds=backoff(self.settings, 0))
         waiting = self._write(
-            session, lease, HOLD, prog=prog, label=label, stack=_json(stack),
+            session,
+            lease,
+            HOLD,
+            prog=prog,
+            label=label,
+            stack=_json(stack),
             lease_until=when + timedelta(seconds=self.settings.lease_seconds),
             schedule=retry_at,
         )
         deadline = started + self.settings.lease_seconds * SELF_KILL_FRACTION
-        return replace(lease, prog=prog, label=label, stack=stack, schedule=retry_at,
-                       deadline=deadline, signalled=waiting)
+        return replace(
+            lease,
+            prog=prog,
+            label=label,
+            stack=stack,
+            schedule=retry_at,
+            deadline=deadline,
+            signalled=waiting,
+        )
 
     def _finish(self, session: Session, lease: Lease, value: Any, stack: list[Any]) -> None:
         when = now()
-        self._write(session, lease, EXIT, exitval=_json(value), stack=_json(stack),
-                    finished_at=when)
+        self._write(
+            session, lease, EXIT, exitval=_json(value), stack=_json(stack), finished_at=when
+        )
         connection = session.connection()
         connection.execute(delete(semaphore).where(semaphore.c.strand_id == lease.strand_id))
         if lease.parent_id is not None:
@@ -265,16 +322,19 @@ class Dispatcher:
     def _write(self, session: Session, lease: Lease, statement: Update, **params: Any) -> bool:
         """Run one of the prepared strand updates; whether semaphores are waiting."""
         values = {f"p_{name}": value for name, value in params.items()}
-        row = session.connection().execute(
-            statement, {"p_sid": lease.strand_id, "p_owner": self.owner, **values}
-        ).one_or_none()
+        row = (
+            session.connection()
+            .execute(statement, {"p_sid": lease.strand_id, "p_owner": self.owner, **values})
+            .one_or_none()
+        )
         if row is None:
             raise LeaseLost(lease.strand_id)
         return bool(row.signalled)
 
     def _record_failure(self, lease: Lease, error: Exception) -> None:
-        log.warning("strand %s: label %s of %s failed: %s",
-                    lease.strand_id, lease.label, lease.prog, error)
+        log.warning(
+            "strand %s: label %s of %s failed: %s", lease.strand_id, lease.label, lease.prog, error
+        )
         detail = "".join(traceback.format_exception(error))[-ERROR_TEXT_LIMIT:]
         try:
             connection = self._connect()

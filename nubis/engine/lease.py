@@ -6,12 +6,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Table,
     Update,
     bindparam,
     case,
@@ -28,8 +29,8 @@ from nubis.models.engine import Semaphore, Strand, StrandStatus
 SELF_KILL_FRACTION = 0.8
 """A worker kills itself once this share of its lease has passed (see `Lease.deadline`)."""
 
-strand = Strand.__table__
-semaphore = Semaphore.__table__
+strand = cast(Table, Strand.__table__)
+semaphore = cast(Table, Semaphore.__table__)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def signalled() -> ColumnElement[bool]:
     The outer reference is spelled out: in RETURNING, SQLAlchemy writes SQLite
     column names without their table, and a bare `id` would mean the semaphore's.
     """
-    outer = literal_column("strand.id")
+    outer: ColumnElement[UUID] = literal_column("strand.id")
     return exists().where(semaphore.c.strand_id == outer).label("signalled")
 
 
@@ -100,8 +101,10 @@ class Taker:
         retry_at: ColumnElement[datetime] = bindparam("retry_cap", type_=strand.c.schedule.type)
         if self._steps:
             retry_at = case(
-                {n: bindparam(f"retry_{n}", type_=strand.c.schedule.type)
-                 for n in range(self._steps)},
+                {
+                    n: bindparam(f"retry_{n}", type_=strand.c.schedule.type)
+                    for n in range(self._steps)
+                },
                 value=strand.c.tries,
                 else_=retry_at,
             )
@@ -115,8 +118,14 @@ class Taker:
                 schedule=retry_at,
             )
             .returning(
-                strand.c.id, strand.c.prog, strand.c.label, strand.c.stack,
-                strand.c.parent_id, strand.c.schedule, strand.c.tries, signalled(),
+                strand.c.id,
+                strand.c.prog,
+                strand.c.label,
+                strand.c.stack,
+                strand.c.parent_id,
+                strand.c.schedule,
+                strand.c.tries,
+                signalled(),
             )
         )
 

@@ -44,7 +44,7 @@ def label(fn: F) -> F:
     return fn
 
 
-class Outcome(BaseException):  # noqa: N818
+class Outcome(BaseException):
     """How a label ended. A BaseException, so a label's `except Exception` lets it pass."""
 
 
@@ -161,7 +161,7 @@ class Prog:
 
     def bud(self, prog: type[Prog], frame: dict[str, Any] | None = None) -> UUID:
         """Start a child strand; it begins running once this label commits."""
-        from nubis.engine.strand import start
+        from nubis.engine.strand import start  # noqa: PLC0415 (strand imports this module)
 
         child = start(self.session, prog, frame, parent_id=self.strand_id)
         self._context.buds.append(child)

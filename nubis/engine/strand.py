@@ -67,8 +67,9 @@ def retry(session: Session, strand_id: UUID) -> bool:
     revived = session.execute(
         update(Strand)
         .where(Strand.id == strand_id, Strand.status == StrandStatus.FAILED)
-        .values(status=StrandStatus.ACTIVE, tries=0, schedule=now(),
-                lease_owner=None, lease_until=None)
+        .values(
+            status=StrandStatus.ACTIVE, tries=0, schedule=now(), lease_owner=None, lease_until=None
+        )
     )
     if revived.rowcount == 0:  # type: ignore[attr-defined]
         return False

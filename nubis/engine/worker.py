@@ -24,8 +24,10 @@ PURGE_INTERVAL_SECONDS = 600.0
 
 
 def _die(what: str) -> None:
-    log.critical("%s overran its lease; stopping this process so no other worker runs it "
-                 "at the same time", what)
+    log.critical(
+        "%s overran its lease; stopping this process so no other worker runs it at the same time",
+        what,
+    )
     sys.stderr.flush()
     os._exit(EXIT_LEASE_OVERRUN)
 

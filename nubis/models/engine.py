@@ -69,8 +69,6 @@ class Semaphore(Base):
     __tablename__ = "semaphore"
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
-    strand_id: Mapped[UUID] = mapped_column(
-        ForeignKey("strand.id", ondelete="CASCADE"), index=True
-    )
+    strand_id: Mapped[UUID] = mapped_column(ForeignKey("strand.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=now)

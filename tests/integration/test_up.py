@@ -18,7 +18,6 @@ from tests.conftest import REPO
 
 START_SECONDS = 30.0
 STOP_SECONDS = 15.0
-EXIT_INTERRUPTED = 130
 """What `nubis.cli.main` exits with when a KeyboardInterrupt reaches it."""
 
 
@@ -93,15 +92,14 @@ def test_up_serves_the_api_until_interrupted_and_starts_again_on_its_data(
     data_dir = tmp_path / "data"
 
     first = _up_then_stop(data_dir, tmp_path / "first")
-    # 0 is what an operator expects; 130 is today's answer (see the xfail test below).
-    assert first.returncode in (0, EXIT_INTERRUPTED), first.stderr
+    assert first.returncode == 0, first.stderr
     assert "nubis stopped" in first.stdout
     assert "Traceback" not in first.stderr
     assert "Running upgrade  -> 0001" in first.stderr
     assert (data_dir / "nubis.db").is_file()
 
     second = _up_then_stop(data_dir, tmp_path / "second")
-    assert second.returncode in (0, EXIT_INTERRUPTED), second.stderr
+    assert second.returncode == 0, second.stderr
     assert "nubis stopped" in second.stdout
     assert "Traceback" not in second.stderr
     assert "Running upgrade" not in second.stderr
@@ -109,12 +107,6 @@ def test_up_serves_the_api_until_interrupted_and_starts_again_on_its_data(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn (>= 0.29) re-raises the stop signal after its shutdown: SIGINT becomes "
-    "a KeyboardInterrupt that nubis.cli.main turns into exit 130, and SIGTERM kills the "
-    "process before `up` stops its worker and prints 'nubis stopped.'",
-)
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_up_exits_cleanly_when_asked_to_stop(tmp_path: Path, stop: signal.Signals) -> None:
     run = _up_then_stop(tmp_path / "data", tmp_path / "logs", stop)

@@ -76,11 +76,6 @@ def test_health_of_an_unreachable_database_is_a_problem_without_internals(
     assert response.json()["status"] == response.status_code
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nubis/api/problems.py turns every error of status >= 500 into a generic "
-    "500 internal, so Unavailable answers 500 instead of 503 unavailable",
-)
 def test_health_of_an_unreachable_database_answers_unavailable(
     unreachable: TestClient,
 ) -> None:

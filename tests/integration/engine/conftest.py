@@ -23,8 +23,13 @@ def db(db: Database) -> Database:
 
 @pytest.fixture
 def settings() -> EngineSettings:
-    return EngineSettings(lease_seconds=30, max_tries=3, backoff_base_seconds=0.01,
-                          backoff_max_seconds=0.05, idle_wait_seconds=5)
+    return EngineSettings(
+        lease_seconds=30,
+        max_tries=3,
+        backoff_base_seconds=0.01,
+        backoff_max_seconds=0.05,
+        idle_wait_seconds=5,
+    )
 
 
 @pytest.fixture
@@ -50,7 +55,8 @@ def spawn_worker() -> Iterator[SpawnWorker]:
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "nubis", "worker", "--threads", str(threads)],
-            env=environment, cwd=REPO,
+            env=environment,
+            cwd=REPO,
         )
         started.append(process)
         return process

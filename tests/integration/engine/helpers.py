@@ -40,7 +40,11 @@ def strand(db: Database, strand_id: UUID) -> Strand:
 
 def effects(db: Database, strand_id: UUID) -> int:
     with db.transaction() as session:
-        return session.scalar(
-            select(func.count()).select_from(progs.effect)
-            .where(progs.effect.c.strand_id == strand_id)
-        ) or 0
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(progs.effect)
+                .where(progs.effect.c.strand_id == strand_id)
+            )
+            or 0
+        )

@@ -21,14 +21,16 @@ from nubis.engine import Prog, incr, label
 metadata = MetaData()
 
 effect = Table(
-    "test_effect", metadata,
+    "test_effect",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("strand_id", Uuid, nullable=False),
     Column("note", String(100), nullable=False),
 )
 
 label_run = Table(
-    "test_label_run", metadata,
+    "test_label_run",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("strand_id", Uuid, nullable=False),
     Column("label", String(100), nullable=False),
@@ -38,7 +40,8 @@ label_run = Table(
 )
 
 switch = Table(
-    "test_switch", metadata,
+    "test_switch",
+    metadata,
     Column("name", String(100), primary_key=True),
 )
 
@@ -213,8 +216,8 @@ class Relay(Prog):
         side = _side_engine(url)
         with side.connect() as connection:
             run = connection.execute(
-                insert(label_run).values(strand_id=self.strand_id, label=name,
-                                         pid=os.getpid(), started=time.time())
+                insert(label_run)
+                .values(strand_id=self.strand_id, label=name, pid=os.getpid(), started=time.time())
                 .returning(label_run.c.id)
             ).scalar_one()
             time.sleep(random.uniform(0, 0.002))

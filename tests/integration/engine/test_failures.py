@@ -28,8 +28,9 @@ def _run_until_settled(dispatcher: Dispatcher, db: Database, sid: object, second
 def test_a_failing_label_rolls_back_its_writes_and_records_the_error(
     db: Database, settings: EngineSettings
 ) -> None:
-    dispatcher = Dispatcher(db, settings.model_copy(update={"backoff_base_seconds": 60,
-                                                               "backoff_max_seconds": 600}))
+    dispatcher = Dispatcher(
+        db, settings.model_copy(update={"backoff_base_seconds": 60, "backoff_max_seconds": 600})
+    )
     with db.transaction() as session:
         sid = start(session, progs.Failing)
     lease = dispatcher.take()

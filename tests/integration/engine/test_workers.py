@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from uuid import UUID
 
@@ -15,8 +16,8 @@ from nubis.clock import now
 from nubis.config import EngineSettings
 from nubis.db import Database
 from nubis.engine import incr, start
-from nubis.engine.strand import new_id
 from nubis.engine.worker import EXIT_LEASE_OVERRUN, Worker
+from nubis.ids import new_id
 from nubis.models.engine import Strand, StrandStatus
 from tests.integration.engine import progs
 from tests.integration.engine.conftest import SpawnWorker
@@ -77,9 +78,7 @@ def test_four_workers_never_run_two_labels_of_one_strand_at_once(
 
     wait_for(all_done, 300, "every strand to exit")
     with db.transaction() as session:
-        runs = session.execute(
-            select(progs.label_run).order_by(progs.label_run.c.started)
-        ).all()
+        runs = session.execute(select(progs.label_run).order_by(progs.label_run.c.started)).all()
         exits = session.scalars(select(Strand.exitval)).all()
     db.dispose()
 
@@ -93,7 +92,7 @@ def test_four_workers_never_run_two_labels_of_one_strand_at_once(
     assert len(pids) == 4, "every worker process should have run labels"
     for sid, history in per_strand.items():
         assert [label for label, _, _ in history] == ["a", "b", "c", "d"], sid
-        for (_, _, ended), (_, started, _) in zip(history, history[1:], strict=False):
+        for (_, _, ended), (_, started, _) in pairwise(history):
             assert started >= ended, f"strand {sid} ran two labels at once"
 
 
