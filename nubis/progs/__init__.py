@@ -1,0 +1,1 @@
+"""The cloud's state machines (VMs, hosts, networks, images, billing), one module each."""
