@@ -97,7 +97,6 @@ class LabelContext:
     frame: dict[str, Any]
     retval: Any = None
     semaphores: SemaphoreSnapshot = field(default_factory=SemaphoreSnapshot)
-    buds: list[UUID] = field(default_factory=list)
 
 
 class Prog:
@@ -163,9 +162,7 @@ class Prog:
         """Start a child strand; it begins running once this label commits."""
         from nubis.engine.strand import start  # noqa: PLC0415 (strand imports this module)
 
-        child = start(self.session, prog, frame, parent_id=self.strand_id)
-        self._context.buds.append(child)
-        return child
+        return start(self.session, prog, frame, parent_id=self.strand_id)
 
     def reap(self, then: str, *, nap: float = 60.0) -> NoReturn:
         """Collect exited children's values into `frame["reaped"]`; hop to `then` when
