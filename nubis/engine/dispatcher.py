@@ -7,7 +7,7 @@ import logging
 import time
 import traceback
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -172,8 +172,6 @@ class Dispatcher:
             )
         if first is None:
             return self.settings.idle_wait_seconds
-        if isinstance(first, str):  # SQLite hands back the raw text of an aggregate
-            first = datetime.fromisoformat(first).replace(tzinfo=UTC)
         wait: float = (first - now()).total_seconds()
         return min(max(wait, 0.0), self.settings.idle_wait_seconds)
 

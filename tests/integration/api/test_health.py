@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -11,6 +13,18 @@ from nubis.api import create_app
 from nubis.db import Database
 
 PROBLEM = "application/problem+json"
+
+
+def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The problem document of `response`, once its status and code are as expected."""
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    problem: dict[str, Any] = response.json()
+    assert problem["code"] == code
+    assert problem["status"] == status
+    return problem
+
+
 UNREACHABLE_URL = "postgresql://postgres@127.0.0.1:1/nubis"
 
 
@@ -40,12 +54,7 @@ def test_health_answers_ok_and_names_the_store(client: TestClient, db: Database)
 
 
 def test_an_unknown_path_answers_a_not_found_problem(client: TestClient) -> None:
-    response = client.get("/v1/no-such-thing")
-    assert response.status_code == 404
-    assert response.headers["content-type"] == PROBLEM
-    problem = response.json()
-    assert problem["code"] == "not_found"
-    assert problem["status"] == 404
+    problem = _problem(client.get("/v1/no-such-thing"), 404, "not_found")
     assert problem["detail"]
 
 
@@ -79,10 +88,5 @@ def test_health_of_an_unreachable_database_is_a_problem_without_internals(
 def test_health_of_an_unreachable_database_answers_unavailable(
     unreachable: TestClient,
 ) -> None:
-    response = unreachable.get("/v1/health")
-    assert response.status_code == 503
-    assert response.headers["content-type"] == PROBLEM
-    problem = response.json()
-    assert problem["code"] == "unavailable"
-    assert problem["status"] == 503
+    problem = _problem(unreachable.get("/v1/health"), 503, "unavailable")
     assert problem["detail"] == "the database does not answer"
