@@ -44,6 +44,9 @@ class Settings(EngineSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
     """SQLAlchemy URL; empty means SQLite in the data dir."""
+    secret_key_file: Path | None = None
+    """The key that seals secrets at rest; empty means `secret.key` in the data dir.
+    Every API process of one control plane needs the same key."""
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8765, ge=1, le=65535)
     worker_threads: int = Field(default=2, ge=1, le=256)
@@ -54,6 +57,10 @@ class Settings(EngineSettings):
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'nubis.db'}"
         return self
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret.key"
 
     @property
     def api_url(self) -> str:

@@ -3,9 +3,12 @@
     NubisError                 500 internal          a bug or an outage; logged, not shown
     ├── InvalidInput           422 invalid_input     a request or argument that cannot be used
     ├── Unauthenticated        401 unauthenticated   no valid credentials
+    │   └── SecondFactorRequired  401 totp_required  the password was right; a TOTP code is needed
     ├── Forbidden              403 forbidden         valid credentials, not allowed
     ├── NotFound               404 not_found         no such object (or not visible to the caller)
     ├── Conflict               409 conflict          the object's current state forbids the request
+    ├── PayloadTooLarge        413 payload_too_large the request body is over the limit
+    ├── TooManyRequests        429 too_many_requests slowed down (login attempts); retry later
     └── Unavailable            503 unavailable       a dependency (the database) does not answer
 
 Each class carries its HTTP status and a stable `code` that clients may branch on;
@@ -27,6 +30,11 @@ class NubisError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with the problem document."""
+        return {}
 
     def problem(self) -> dict[str, Any]:
         """The RFC 9457 problem document for this error."""
@@ -53,6 +61,15 @@ class Unauthenticated(NubisError):
     code = "unauthenticated"
     title = "Authentication required"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="nubis"'}
+
+
+class SecondFactorRequired(Unauthenticated):
+    code = "totp_required"
+    title = "A TOTP code is required"
+
 
 class Forbidden(NubisError):
     status = 403
@@ -70,6 +87,26 @@ class Conflict(NubisError):
     status = 409
     code = "conflict"
     title = "Conflict"
+
+
+class PayloadTooLarge(NubisError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class TooManyRequests(NubisError):
+    status = 429
+    code = "too_many_requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class Unavailable(NubisError):

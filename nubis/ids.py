@@ -33,6 +33,7 @@ class Kind(StrEnum):
     VM = "vm"
     NETWORK = "nw"
     IMAGE = "img"
+    EVENT = "evt"
 
 
 def new_id() -> UUID:

@@ -5,14 +5,32 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from nubis import __version__
-from nubis.api import problems
-from nubis.api.routes import health
+from nubis.api import openapi, problems
+from nubis.api.idempotency import Idempotency
+from nubis.api.limits import BodyLimit
+from nubis.api.routes import admin, auth, health, members, projects, ssh_keys, tokens, users
 from nubis.db import Database
+from nubis.secretbox import SecretBox
+
+ROUTERS = (health, auth, users, projects, members, tokens, ssh_keys, admin)
 
 
-def create_app(db: Database) -> FastAPI:
-    app = FastAPI(title="nubis", version=__version__, docs_url="/v1/docs", redoc_url=None)
+def create_app(db: Database, secret_box: SecretBox) -> FastAPI:
+    app = FastAPI(
+        title="nubis",
+        version=__version__,
+        description="An IPv6-first, API-first cloud. Errors are application/problem+json.",
+        docs_url="/v1/docs",
+        redoc_url=None,
+        generate_unique_id_function=lambda route: route.name,
+    )
     app.state.database = db
+    app.state.secret_box = secret_box
     problems.install(app)
-    app.include_router(health.router)
+    for module in ROUTERS:
+        app.include_router(module.router)
+    openapi.install(app)
+    # Outermost last: the body limit applies before a body is read for idempotency.
+    app.add_middleware(Idempotency, db=db)
+    app.add_middleware(BodyLimit)
     return app

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.types import Send
 
-from nubis.errors import Conflict, InvalidInput, NotFound, NubisError
+from nubis.errors import Conflict, InvalidInput, NotFound, NubisError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +22,18 @@ _BY_STATUS: dict[int, type[NubisError]] = {404: NotFound, 409: Conflict}
 
 
 def problem_response(error: NubisError) -> JSONResponse:
-    return JSONResponse(error.problem(), status_code=error.status, media_type=MEDIA_TYPE)
+    return JSONResponse(
+        error.problem(), status_code=error.status, media_type=MEDIA_TYPE, headers=error.headers
+    )
+
+
+async def send_problem(send: Send, error: NubisError) -> None:
+    """Answer with `error` from ASGI middleware, outside FastAPI's handlers."""
+    body = json.dumps(error.problem()).encode()
+    headers = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _field(location: tuple[int | str, ...]) -> str:
@@ -59,6 +73,18 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _integrity(_request: Request, error: Exception) -> JSONResponse:
+    # A check-then-insert lost a race to a concurrent request: the unique constraint
+    # had the last word.
+    log.info("integrity error answered as a conflict: %s", error)
+    return problem_response(Conflict("the request conflicts with a change made at the same time"))
+
+
+async def _store_down(_request: Request, error: Exception) -> JSONResponse:
+    log.error("the database failed: %s", error)
+    return problem_response(Unavailable("the database does not answer; try again shortly"))
+
+
 async def _unexpected(_request: Request, error: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=error)
     return problem_response(NubisError("the server failed to answer; it has been logged"))
@@ -68,4 +94,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NubisError, _nubis_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(OperationalError, _store_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import threading
 from typing import Annotated
 
 import typer
 import uvicorn
+from sqlalchemy import select
 
 from nubis.api import create_app
+from nubis.auth import accounts
 from nubis.cli.output import console, fail
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.db.migrate import current_revision, head_revision, upgrade
 from nubis.engine.worker import Worker
+from nubis.models import User
+from nubis.secretbox import SecretBox
+
+FIRST_OPERATOR_EMAIL = "admin@localhost"
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ def up(
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database.connect(settings.database_url, pool_size=settings.worker_threads + 4)
     upgrade(db)
+    first_login = _first_operator(db)
     worker = Worker(db, settings, threads=settings.worker_threads)
     worker.start()
     api_url = settings.api_url
@@ -65,8 +73,16 @@ def up(
         "Press Ctrl-C to stop.",
         highlight=False,
     )
+    if first_login is not None:
+        email, password = first_login
+        console.print(
+            "\n[bold]An operator account was made for you.[/] Log in with\n"
+            f"  nubis login --email {email}\n"
+            f"and the password [bold]{password}[/] (shown only this once).",
+            highlight=False,
+        )
     try:
-        _serve(db, settings.api_host, settings.api_port, settings.log_level)
+        _serve(db, settings)
     finally:
         worker.stop()
         db.dispose()
@@ -83,7 +99,7 @@ def api(
     db = Database.connect(settings.database_url)
     _require_current_schema(db)
     try:
-        _serve(db, settings.api_host, settings.api_port, settings.log_level)
+        _serve(db, settings)
     finally:
         db.dispose()
 
@@ -111,10 +127,25 @@ def worker(
     db.dispose()
 
 
-def _serve(db: Database, host: str, port: int, log_level: str) -> None:
+def _first_operator(db: Database) -> tuple[str, str] | None:
+    """On a store without users, make an operator; its email and password, once."""
+    with db.transaction() as session:
+        if session.scalar(select(User.id).limit(1)) is not None:
+            return None
+        password = secrets.token_urlsafe(12)
+        user = accounts.create_user(session, "admin", FIRST_OPERATOR_EMAIL, password, operator=True)
+        return user.email, password
+
+
+def _serve(db: Database, settings: Settings) -> None:
     """Serve the API until SIGINT or SIGTERM, then return normally."""
+    app = create_app(db, SecretBox.from_file(settings.secret_key_path))
     config = uvicorn.Config(
-        create_app(db), host=host, port=port, log_level=log_level.lower(), access_log=False
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
     )
     server = uvicorn.Server(config)
     # Once it has shut down, uvicorn hands the stop signal on to the handler that was
@@ -124,7 +155,7 @@ def _serve(db: Database, host: str, port: int, log_level: str) -> None:
         signal.signal(signum, lambda *_: None)
     server.run()
     if not server.started:
-        fail(f"the API could not listen on {host}:{port}")
+        fail(f"the API could not listen on {settings.api_host}:{settings.api_port}")
 
 
 def register(app: typer.Typer) -> None:

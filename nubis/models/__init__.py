@@ -1,5 +1,29 @@
 """The domain models, one module per domain. Importing this registers every table."""
 
+from nubis.models.account import (
+    ApiToken,
+    AuditEvent,
+    IdempotentRequest,
+    LoginThrottle,
+    Membership,
+    Project,
+    Role,
+    SshKey,
+    User,
+)
 from nubis.models.engine import Semaphore, Strand, StrandStatus
 
-__all__ = ["Semaphore", "Strand", "StrandStatus"]
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "IdempotentRequest",
+    "LoginThrottle",
+    "Membership",
+    "Project",
+    "Role",
+    "Semaphore",
+    "SshKey",
+    "Strand",
+    "StrandStatus",
+    "User",
+]

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from nubis.api.deps import get_database
-from nubis.db import Database
+from nubis.api.deps import DatabaseDep
 from nubis.errors import Unavailable
 
-router = APIRouter()
+router = APIRouter(tags=["health"])
 
 
 class Health(BaseModel):
@@ -21,7 +18,7 @@ class Health(BaseModel):
 
 
 @router.get("/v1/health", response_model=Health)
-def health(db: Annotated[Database, Depends(get_database)]) -> Health:
+def health(db: DatabaseDep) -> Health:
     try:
         with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from nubis.api import create_app
 from nubis.db import Database
+from nubis.secretbox import SecretBox
 
 PROBLEM = "application/problem+json"
 
@@ -29,17 +30,11 @@ UNREACHABLE_URL = "postgresql://postgres@127.0.0.1:1/nubis"
 
 
 @pytest.fixture
-def client(db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(db)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def unreachable() -> Iterator[TestClient]:
+def unreachable(box: SecretBox) -> Iterator[TestClient]:
     """A client of an API whose PostgreSQL server does not listen."""
     db = Database.connect(UNREACHABLE_URL)
     try:
-        with TestClient(create_app(db), raise_server_exceptions=False) as test_client:
+        with TestClient(create_app(db, box), raise_server_exceptions=False) as test_client:
             yield test_client
     finally:
         db.dispose()

@@ -1,0 +1,1 @@
+"""Who is calling (credentials, logins) and what they may do (authorization)."""

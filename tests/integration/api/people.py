@@ -1,0 +1,87 @@
+"""Users, projects and tokens made straight in the database, for API tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import httpx
+from fastapi.testclient import TestClient
+
+from nubis.auth import accounts, tokens
+from nubis.db import Database
+from nubis.ids import Kind, format_id
+from nubis.models import Membership, Project, Role
+
+PASSWORD = "correct horse battery"
+PROBLEM = "application/problem+json"
+
+
+@dataclass(eq=False)
+class Person:
+    name: str
+    email: str
+    key: UUID
+    token: str
+    client: TestClient
+
+    @property
+    def id(self) -> str:
+        return format_id(Kind.USER, self.key)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        response: httpx.Response = self.client.get(path, headers=self.auth, **kwargs)
+        return response
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+        response: httpx.Response = self.client.post(path, json=json, headers=self.auth, **kwargs)
+        return response
+
+    def patch(self, path: str, json: Any = None) -> httpx.Response:
+        response: httpx.Response = self.client.patch(path, json=json, headers=self.auth)
+        return response
+
+    def delete(self, path: str) -> httpx.Response:
+        response: httpx.Response = self.client.delete(path, headers=self.auth)
+        return response
+
+
+class People:
+    def __init__(self, db: Database, client: TestClient) -> None:
+        self.db = db
+        self.client = client
+
+    def user(self, name: str, *, operator: bool = False) -> Person:
+        """A user with an unscoped token."""
+        with self.db.transaction() as session:
+            user = accounts.create_user(
+                session, name, f"{name}@example.test", PASSWORD, operator=operator
+            )
+            _, secret = tokens.issue(session, user.id, "test")
+            return Person(name, user.email, user.id, secret, self.client)
+
+    def project(self, name: str, members: dict[Person, Role]) -> str:
+        """A project with these members; its id."""
+        with self.db.transaction() as session:
+            project = Project(name=name)
+            session.add(project)
+            session.flush()
+            for person, role in members.items():
+                session.add(Membership(project_id=project.id, user_id=person.key, role=role))
+            return format_id(Kind.PROJECT, project.id)
+
+
+def problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The problem document of `response`, once its status (and code) are as expected."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    if code is not None:
+        assert body["code"] == code
+    return body
