@@ -100,8 +100,10 @@ class TooManyRequests(NubisError):
     code = "too_many_requests"
     title = "Too many requests"
 
-    def __init__(self, detail: str, *, retry_after: int) -> None:
-        super().__init__(detail)
+    def __init__(
+        self, detail: str, *, retry_after: int = 1, errors: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail, errors=errors)
         self.retry_after = retry_after
 
     @property

@@ -10,6 +10,9 @@ from nubis.errors import (
     InvalidInput,
     NotFound,
     NubisError,
+    PayloadTooLarge,
+    SecondFactorRequired,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
 )
@@ -32,6 +35,9 @@ EXPECTED = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     Unavailable: (503, "unavailable"),
+    SecondFactorRequired: (401, "totp_required"),
+    PayloadTooLarge: (413, "payload_too_large"),
+    TooManyRequests: (429, "too_many_requests"),
 }
 
 
@@ -75,3 +81,11 @@ def test_the_message_is_the_detail() -> None:
     error = NotFound("no vm web-1")
     assert str(error) == "no vm web-1"
     assert error.errors == {}
+
+
+def test_too_many_requests_says_when_to_retry() -> None:
+    assert TooManyRequests("slow down", retry_after=30).headers == {"Retry-After": "30"}
+
+
+def test_unauthenticated_names_the_bearer_scheme() -> None:
+    assert SecondFactorRequired("code").headers["WWW-Authenticate"].startswith("Bearer")
