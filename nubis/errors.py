@@ -1,6 +1,7 @@
 """The error tree. Every error a user can see is one of these.
 
     NubisError                 500 internal          a bug or an outage; logged, not shown
+    ├── MalformedRequest       400 malformed_request the body cannot even be parsed (not JSON)
     ├── InvalidInput           422 invalid_input     a request or argument that cannot be used
     ├── Unauthenticated        401 unauthenticated   no valid credentials
     │   └── SecondFactorRequired  401 totp_required  the password was right; a TOTP code is needed
@@ -48,6 +49,12 @@ class NubisError(Exception):
         if self.errors:
             body["errors"] = self.errors
         return body
+
+
+class MalformedRequest(NubisError):
+    status = 400
+    code = "malformed_request"
+    title = "Malformed request"
 
 
 class InvalidInput(NubisError):
@@ -115,3 +122,19 @@ class Unavailable(NubisError):
     status = 503
     code = "unavailable"
     title = "Service unavailable"
+
+
+def _tree(root: type[NubisError]) -> list[type[NubisError]]:
+    return [root, *(kind for sub in root.__subclasses__() for kind in _tree(sub))]
+
+
+def from_problem(problem: dict[str, Any], status: int) -> NubisError:
+    """The error a problem document from the API describes (for the API's clients)."""
+    by_code = {kind.code: kind for kind in _tree(NubisError)}
+    kind = by_code.get(str(problem.get("code")))
+    detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
+    errors = problem.get("errors")
+    fields = {str(k): str(v) for k, v in errors.items()} if isinstance(errors, dict) else None
+    if kind is None:
+        return NubisError(detail, errors=fields)
+    return kind(detail, errors=fields)

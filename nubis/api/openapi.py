@@ -14,6 +14,7 @@ from nubis.api.problems import MEDIA_TYPE
 from nubis.api.schemas.common import Problem
 
 _ERRORS = {
+    "400": "The body cannot be parsed",
     "401": "No valid credentials",
     "403": "Not allowed",
     "404": "No such object, or not visible to the caller",

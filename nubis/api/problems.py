@@ -8,17 +8,28 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.types import Send
 
-from nubis.errors import Conflict, InvalidInput, NotFound, NubisError, Unavailable
+from nubis.errors import (
+    Conflict,
+    InvalidInput,
+    MalformedRequest,
+    NotFound,
+    NubisError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 
-_BY_STATUS: dict[int, type[NubisError]] = {404: NotFound, 409: Conflict}
+_BY_STATUS: dict[int, type[NubisError]] = {
+    400: MalformedRequest,
+    404: NotFound,
+    409: Conflict,
+}
 
 
 def problem_response(error: NubisError) -> JSONResponse:
@@ -51,7 +62,9 @@ async def _nubis_error(_request: Request, error: Exception) -> JSONResponse:
 
 async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    fields = {_field(tuple(e["loc"])): e["msg"] for e in error.errors()}
+    fields = {
+        _field(tuple(e["loc"])): e["msg"].removeprefix("Value error, ") for e in error.errors()
+    }
     summary = "; ".join(f"{name}: {message}" for name, message in fields.items())
     return problem_response(InvalidInput(f"the request is invalid: {summary}", errors=fields))
 
@@ -80,6 +93,12 @@ async def _integrity(_request: Request, error: Exception) -> JSONResponse:
     return problem_response(Conflict("the request conflicts with a change made at the same time"))
 
 
+async def _unstorable(_request: Request, error: Exception) -> JSONResponse:
+    # A value that passed validation but that the store refuses (a NUL in a path, say).
+    log.info("data error answered as invalid input: %s", error)
+    return problem_response(InvalidInput("the request holds a value that cannot be stored"))
+
+
 async def _store_down(_request: Request, error: Exception) -> JSONResponse:
     log.error("the database failed: %s", error)
     return problem_response(Unavailable("the database does not answer; try again shortly"))
@@ -96,4 +115,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(OperationalError, _store_down)
+    app.add_exception_handler(DataError, _unstorable)
     app.add_exception_handler(Exception, _unexpected)

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from nubis.cli import admin, services
+from nubis.cli import account, admin, project, services, ssh_key, token
 from nubis.cli.output import fail
 from nubis.errors import NubisError
 
@@ -31,6 +31,10 @@ app = typer.Typer(
     add_completion=False,
 )
 services.register(app)
+account.register(app)
+project.register(app)
+token.register(app)
+ssh_key.register(app)
 app.add_typer(admin.app, name="admin")
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from sqlalchemy import select
 
-from nubis.cli.output import console, emit_json, fail, table
-from nubis.config import Settings
-from nubis.db import Database
+from nubis.cli.admin_account import audit, user_app
+from nubis.cli.output import JsonOption, console, emit_json, fail, table
+from nubis.cli.store import database
 from nubis.db.migrate import current_revision, upgrade
 from nubis.engine import strand as strands
 from nubis.ids import Kind, format_id, parse_id
@@ -22,23 +20,14 @@ db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 strand_app = typer.Typer(help="Strands: the engine's durable state machines.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(strand_app, name="strand")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-@contextmanager
-def _database() -> Iterator[Database]:
-    db = Database.connect(Settings().database_url)
-    try:
-        yield db
-    finally:
-        db.dispose()
+app.add_typer(user_app, name="user")
+app.command()(audit)
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration the database does not have yet."""
-    with _database() as db:
+    with database() as db:
         before = current_revision(db)
         upgrade(db)
         after = current_revision(db)
@@ -80,7 +69,7 @@ def strand_list(
     )
     if status is not None:
         query = query.where(Strand.status == status)
-    with _database() as db, db.reading() as session:
+    with database() as db, db.reading() as session:
         rows = [_summary(s) for s in session.scalars(query)]
     if as_json:
         emit_json(rows)
@@ -108,7 +97,7 @@ def strand_show(
 ) -> None:
     """Everything about one strand: its stack, semaphores and last error."""
     key = parse_id(Kind.STRAND, strand_id)
-    with _database() as db, db.reading() as session:
+    with database() as db, db.reading() as session:
         strand = session.get(Strand, key)
         if strand is None:
             fail(f"no strand {strand_id}")
@@ -137,7 +126,7 @@ def strand_show(
 def strand_retry(strand_id: Annotated[str, typer.Argument(help="st-… id")]) -> None:
     """Run a failed strand's label again, with a fresh set of tries."""
     key = parse_id(Kind.STRAND, strand_id)
-    with _database() as db, db.transaction() as session:
+    with database() as db, db.transaction() as session:
         if strands.retry(session, key):
             console.print(f"{strand_id} will run again now")
             return

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
-# soft_wrap: lines longer than the terminal (or than 80 columns when not a terminal)
-# stay whole, so addresses and paths can be copied.
-console = Console(soft_wrap=True)
+# soft_wrap: lines longer than the terminal stay whole, so addresses and paths can be
+# copied. Piped output has no width to fit, so tables are not cut to 80 columns there.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
 errors = Console(stderr=True, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def fail(detail: str, code: int = 1) -> NoReturn:
@@ -33,3 +36,22 @@ def table(
     for row in rows:
         view.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(view)
+
+
+def show(item: dict[str, Any], as_json: bool) -> None:
+    """One object: JSON, or a `field  value` line per field that has a value."""
+    if as_json:
+        emit_json(item)
+        return
+    width = max((len(name) for name in item), default=0)
+    for name, value in item.items():
+        if value is not None:
+            console.print(f"[bold]{name:{width}}[/]  {value}", highlight=False)
+
+
+def listing(items: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
+    """Objects: JSON, or a table of the given fields."""
+    if as_json:
+        emit_json(list(items))
+        return
+    table(columns, [[item.get(column) for column in columns] for item in items])

@@ -8,6 +8,7 @@ from nubis.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    MalformedRequest,
     NotFound,
     NubisError,
     PayloadTooLarge,
@@ -36,6 +37,7 @@ EXPECTED = {
     Conflict: (409, "conflict"),
     Unavailable: (503, "unavailable"),
     SecondFactorRequired: (401, "totp_required"),
+    MalformedRequest: (400, "malformed_request"),
     PayloadTooLarge: (413, "payload_too_large"),
     TooManyRequests: (429, "too_many_requests"),
 }

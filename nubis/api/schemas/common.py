@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class Input(BaseModel):
-    """A request body: an unknown field is an error, not silently dropped."""
+    """A request body: an unknown field or a value of the wrong JSON type is an error,
+    not silently dropped or converted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_characters(cls, data: Any) -> Any:
+        # No store keeps a NUL in text (PostgreSQL refuses it); no name or key needs one.
+        if _holds_nul(data):
+            raise ValueError("text may not contain NUL (\\u0000) characters")
+        return data
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 class Problem(BaseModel):

@@ -55,6 +55,7 @@ class People:
     def __init__(self, db: Database, client: TestClient) -> None:
         self.db = db
         self.client = client
+        self._fuzz_operator: Person | None = None
 
     def user(self, name: str, *, operator: bool = False) -> Person:
         """A user with an unscoped token."""
@@ -64,6 +65,13 @@ class People:
             )
             _, secret = tokens.issue(session, user.id, "test")
             return Person(name, user.email, user.id, secret, self.client)
+
+    def fuzz_operator(self) -> Person:
+        """One operator for all of a fuzzing test's examples, owner of project `fuzz`."""
+        if self._fuzz_operator is None:
+            self._fuzz_operator = self.user("fuzzer", operator=True)
+            self.project("fuzz", {self._fuzz_operator: Role.OWNER})
+        return self._fuzz_operator
 
     def project(self, name: str, members: dict[Person, Role]) -> str:
         """A project with these members; its id."""

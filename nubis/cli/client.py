@@ -1,0 +1,83 @@
+"""The CLI's HTTP client of the API: JSON in, JSON out, problems raised as NubisErrors."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from nubis.cli.profile import Config, Profile
+from nubis.errors import InvalidInput, Unauthenticated, Unavailable, from_problem
+
+TIMEOUT_SECONDS = 30.0
+
+
+class Client:
+    def __init__(self, api_url: str, token: str | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=TIMEOUT_SECONDS)
+
+    @classmethod
+    def for_profile(cls, profile: Profile) -> Client:
+        if not profile.token:
+            raise Unauthenticated(
+                f"not logged in (profile {profile.name}): run `nubis login` or set NUBIS_TOKEN"
+            )
+        return cls(profile.api_url, profile.token)
+
+    def request(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
+        """The answer's JSON (None for 204). A POST carries a fresh Idempotency-Key, so the
+        transport may retry it safely."""
+        headers = {"Idempotency-Key": str(uuid.uuid4())} if method == "POST" else {}
+        query = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self._http.request(method, path, json=json, params=query, headers=headers)
+        except httpx.TransportError as error:
+            raise Unavailable(f"cannot reach the API at {self.api_url}: {error}") from None
+        if response.status_code == 204:
+            return None
+        if response.is_success:
+            return response.json()
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {"detail": f"HTTP {response.status_code}: {response.text[:200]}"}
+        raise from_problem(problem, response.status_code)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, **params)
+
+    def post(self, path: str, json: Any = None) -> Any:
+        return self.request("POST", path, json=json)
+
+    def patch(self, path: str, json: Any) -> Any:
+        return self.request("PATCH", path, json=json)
+
+    def delete(self, path: str) -> None:
+        self.request("DELETE", path)
+
+    def every(self, path: str) -> list[Any]:
+        """All items of a list endpoint, page after page."""
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            page = self.get(path, limit=500, cursor=cursor)
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return items
+
+
+def signed_in(profile_name: str | None = None) -> tuple[Client, Profile]:
+    profile = Config.load().profile(profile_name)
+    return Client.for_profile(profile), profile
+
+
+def project_of(profile: Profile, given: str | None) -> str:
+    """The project a command works in: --project, else NUBIS_PROJECT or the profile's."""
+    project = given or profile.project
+    if not project:
+        raise InvalidInput("no project given: use --project NAME or `nubis project use NAME`")
+    return project

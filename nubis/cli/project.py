@@ -1,0 +1,117 @@
+"""`nubis project …` and `nubis member …`: projects and who is in them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nubis.cli.account import ProfileOption
+from nubis.cli.client import project_of, signed_in
+from nubis.cli.output import JsonOption, console, listing, show
+from nubis.cli.profile import Config
+from nubis.models import Role
+
+project_app = typer.Typer(help="Projects: what every resource belongs to.", no_args_is_help=True)
+member_app = typer.Typer(help="Members of a project and their roles.", no_args_is_help=True)
+
+ProjectOption = Annotated[
+    str | None,
+    typer.Option("--project", "-p", help="The project (default: `nubis project use`'s)."),
+]
+
+
+@project_app.command("create")
+def project_create(name: str, as_json: JsonOption = False, profile: ProfileOption = None) -> None:
+    """Create a project; you become its owner."""
+    client, _ = signed_in(profile)
+    show(client.post("/v1/projects", {"name": name}), as_json)
+
+
+@project_app.command("list")
+def project_list(as_json: JsonOption = False, profile: ProfileOption = None) -> None:
+    client, _ = signed_in(profile)
+    listing(client.every("/v1/projects"), ["name", "role", "id", "created_at"], as_json)
+
+
+@project_app.command("show")
+def project_show(
+    name: Annotated[
+        str | None, typer.Argument(help="Name or id (default: the one in use).")
+    ] = None,
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
+) -> None:
+    client, chosen = signed_in(profile)
+    show(client.get(f"/v1/projects/{project_of(chosen, name)}"), as_json)
+
+
+@project_app.command("delete")
+def project_delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Delete a project with its members, SSH keys and scoped tokens (owners only)."""
+    client, _ = signed_in(profile)
+    if not yes:
+        typer.confirm(f"Delete project {name} and everything in it?", abort=True)
+    client.delete(f"/v1/projects/{name}")
+    console.print(f"Deleted project {name}.")
+
+
+@project_app.command("use")
+def project_use(name: str, profile: ProfileOption = None) -> None:
+    """Work in this project from now on (kept in the profile)."""
+    client, chosen = signed_in(profile)
+    found = client.get(f"/v1/projects/{name}")
+    config = Config.load()
+    config.update(chosen.name, project=found["name"])
+    config.save()
+    console.print(f"Using project {found['name']} (your role: {found['role']}).")
+
+
+MEMBER_COLUMNS = ["name", "email", "role", "user", "added_at"]
+
+
+@member_app.command("add")
+def member_add(
+    user: Annotated[str, typer.Argument(help="The user's name, email or id.")],
+    role: Annotated[Role, typer.Option(help="Their role.")] = Role.MEMBER,
+    project: ProjectOption = None,
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Add someone to the project (admins and owners)."""
+    client, chosen = signed_in(profile)
+    added = client.post(
+        f"/v1/projects/{project_of(chosen, project)}/members", {"user": user, "role": role}
+    )
+    show(added, as_json)
+
+
+@member_app.command("list")
+def member_list(
+    project: ProjectOption = None, as_json: JsonOption = False, profile: ProfileOption = None
+) -> None:
+    client, chosen = signed_in(profile)
+    members = client.every(f"/v1/projects/{project_of(chosen, project)}/members")
+    listing(members, MEMBER_COLUMNS, as_json)
+
+
+@member_app.command("rm")
+def member_rm(
+    user: Annotated[str, typer.Argument(help="The user's name, email or id.")],
+    project: ProjectOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Remove someone from the project (admins and owners)."""
+    client, chosen = signed_in(profile)
+    name = project_of(chosen, project)
+    client.delete(f"/v1/projects/{name}/members/{user}")
+    console.print(f"Removed {user} from {name}.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(project_app, name="project")
+    app.add_typer(member_app, name="member")

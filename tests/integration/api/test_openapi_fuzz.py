@@ -1,0 +1,55 @@
+"""Property-based fuzzing of the whole OpenAPI document with schemathesis: whatever is
+sent, valid or not, the API never answers 5xx, and every answer matches the document
+(status, content type, headers, body).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import schemathesis
+from fastapi import FastAPI
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from nubis.api import create_app
+from nubis.db import Database
+from nubis.secretbox import SecretBox
+from tests.integration.api.people import People
+
+
+def _document_app() -> FastAPI:
+    """An app to read the document from; each test calls its own app on a real store."""
+    with TemporaryDirectory() as scratch:
+        box = SecretBox.from_file(Path(scratch) / "secret.key")
+    return create_app(Database.connect("sqlite://"), box)
+
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", _document_app())
+schema.config.generation.update(deterministic=True)
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_request_gets_a_server_error_or_an_undocumented_answer(
+    case: schemathesis.Case, app: FastAPI, people: People
+) -> None:
+    operator = people.fuzz_operator()
+    case.call_and_validate(app=app, headers=operator.auth, checks=CHECKS)
