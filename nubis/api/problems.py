@@ -62,6 +62,8 @@ async def _nubis_error(_request: Request, error: Exception) -> JSONResponse:
 
 async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    if any(e["type"] == "json_invalid" for e in error.errors()):
+        return problem_response(MalformedRequest("the body is not valid JSON"))
     fields = {
         _field(tuple(e["loc"])): e["msg"].removeprefix("Value error, ") for e in error.errors()
     }

@@ -16,6 +16,7 @@ from nubis.errors import (
     TooManyRequests,
     Unauthenticated,
     Unavailable,
+    from_problem,
 )
 
 
@@ -91,3 +92,17 @@ def test_too_many_requests_says_when_to_retry() -> None:
 
 def test_unauthenticated_names_the_bearer_scheme() -> None:
     assert SecondFactorRequired("code").headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_problem_document_becomes_the_error_it_names() -> None:
+    error = from_problem({"code": "totp_required", "detail": "need a code"}, 401)
+    assert type(error) is SecondFactorRequired
+    assert error.detail == "need a code"
+    fields = from_problem({"code": "invalid_input", "detail": "bad", "errors": {"name": "x"}}, 422)
+    assert fields.errors == {"name": "x"}
+
+
+def test_an_unknown_problem_code_is_kept_as_a_plain_error() -> None:
+    error = from_problem({"detail": "teapot"}, 418)
+    assert type(error) is NubisError
+    assert error.detail == "teapot"

@@ -88,11 +88,11 @@ class ProjectOut(BaseModel):
 
 class MemberAdd(Input):
     user: str = Field(min_length=1, max_length=254, description="A user's name, email or id.")
-    role: Role = Role.MEMBER
+    role: Role = Field(default=Role.MEMBER, strict=False)  # strict takes only Role objects
 
 
 class MemberUpdate(Input):
-    role: Role
+    role: Role = Field(strict=False)
 
 
 class MemberOut(BaseModel):

@@ -38,8 +38,12 @@ class Person:
         response: httpx.Response = self.client.get(path, headers=self.auth, **kwargs)
         return response
 
-    def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
-        response: httpx.Response = self.client.post(path, json=json, headers=self.auth, **kwargs)
+    def post(
+        self, path: str, json: Any = None, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        response: httpx.Response = self.client.post(
+            path, json=json, headers={**self.auth, **(headers or {})}, **kwargs
+        )
         return response
 
     def patch(self, path: str, json: Any = None) -> httpx.Response:

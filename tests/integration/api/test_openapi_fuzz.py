@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import schemathesis
 from fastapi import FastAPI
@@ -49,7 +50,7 @@ CHECKS = [
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_server_error_or_an_undocumented_answer(
-    case: schemathesis.Case, app: FastAPI, people: People
+    case: schemathesis.Case[Any], app: FastAPI, people: People
 ) -> None:
     operator = people.fuzz_operator()
     case.call_and_validate(app=app, headers=operator.auth, checks=CHECKS)
