@@ -7,7 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
+import re
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +54,14 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None
     pytest.fail(f"{url} did not answer within {START_SECONDS} s:\n{log.read_text()}")
 
 
-def _up_then_stop(data_dir: Path, logs: Path, stop: signal.Signals = signal.SIGINT) -> Run:
-    """Start `nubis up`, wait until its API is healthy, send `stop`, wait for the exit."""
+def _up_then_stop(
+    data_dir: Path,
+    logs: Path,
+    stop: signal.Signals = signal.SIGINT,
+    while_up: Callable[[str, str], None] | None = None,
+) -> Run:
+    """Start `nubis up`, wait until its API is healthy, call `while_up(api_url, stdout)`,
+    send `stop`, wait for the exit."""
     port = _free_port()
     logs.mkdir(parents=True, exist_ok=True)
     stdout_path, stderr_path = logs / "stdout", logs / "stderr"
@@ -73,6 +82,8 @@ def _up_then_stop(data_dir: Path, logs: Path, stop: signal.Signals = signal.SIGI
         output = stdout_path.read_text()
         assert "nubis is up" in output
         assert f"http://127.0.0.1:{port}/v1" in output
+        if while_up is not None:
+            while_up(f"http://127.0.0.1:{port}", output)
         process.send_signal(stop)
         try:
             process.wait(STOP_SECONDS)
@@ -112,3 +123,39 @@ def test_up_exits_cleanly_when_asked_to_stop(tmp_path: Path, stop: signal.Signal
     run = _up_then_stop(tmp_path / "data", tmp_path / "logs", stop)
     assert "nubis stopped" in run.stdout
     assert run.returncode == 0
+
+
+@pytest.mark.slow
+def test_up_on_a_new_data_dir_makes_an_operator_and_says_once_how_to_log_in(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    logins: list[int] = []
+
+    def log_in(api_url: str, output: str) -> None:
+        email = re.search(r"nubis login --email (\S+)", output)
+        password = re.search(r"the password (\S+) ", output)
+        assert email and password, output
+        answer = httpx.post(
+            f"{api_url}/v1/auth/token",
+            json={"email": email[1], "password": password[1]},
+            timeout=10.0,
+        )
+        logins.append(answer.status_code)
+        me = httpx.get(
+            f"{api_url}/v1/users/me",
+            headers={"Authorization": f"Bearer {answer.json()['secret']}"},
+            timeout=10.0,
+        )
+        assert me.json()["is_operator"] is True
+
+    first = _up_then_stop(data_dir, tmp_path / "first", while_up=log_in)
+    assert first.returncode == 0, first.stderr
+    assert logins == [201]
+    assert first.stdout.count("An operator account was made") == 1
+    assert stat.S_IMODE((data_dir / "secret.key").stat().st_mode) == 0o600
+
+    second = _up_then_stop(data_dir, tmp_path / "second")
+    assert second.returncode == 0, second.stderr
+    assert "operator account" not in second.stdout
+    assert "password" not in second.stdout
