@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
-import re
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1,0 +1,480 @@
+"""Who may call what: every route of the app against every kind of caller, as one table,
+and no answer that carries data of a project the caller is not in.
+
+The callers, for a project P: nobody (no token); P's viewer, member, admin and owner; an
+outsider, who owns another project Q; an operator in no project; and Sam, an operator
+and owner of P and of a third project S, through a token scoped to P and one scoped to S.
+
+Everything of P's has "papaya" in its name or email, everything of Q's "quince",
+everything of S's "sorrel". People outside a project never see its word in an answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pyotp
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+
+from nubis import sshkey
+from nubis.api import create_app
+from nubis.auth import accounts, tokens
+from nubis.auth.passwords import hash_password
+from nubis.db import Database
+from nubis.ids import Kind, format_id, new_id
+from nubis.models import ApiToken, Membership, Project, Role, SshKey, User
+from nubis.secretbox import SecretBox
+from tests.integration.api.people import PASSWORD
+
+
+class Who(StrEnum):
+    """The callers, in the order of the table's columns."""
+
+    ANONYMOUS = "anonymous"
+    VIEWER = "viewer"
+    MEMBER = "member"
+    ADMIN = "admin"
+    OWNER = "owner"
+    OUTSIDER = "outsider"
+    """Owner of Q, not in P."""
+    OPERATOR = "operator"
+    """An operator in no project."""
+    SCOPED = "scoped"
+    """Sam's token scoped to P: Sam is an operator and an owner of P and S."""
+    ELSEWHERE = "elsewhere"
+    """Sam's token scoped to S: P does not exist for it."""
+
+
+Statuses = tuple[int, int, int, int, int, int, int, int, int]
+"""The expected status for each caller, in `Who` order."""
+
+P, Q, S = "papaya", "quince", "sorrel"
+BLIND_TO: dict[Who, tuple[str, ...]] = {
+    Who.ANONYMOUS: (P, Q, S),
+    Who.VIEWER: (Q, S),
+    Who.MEMBER: (Q, S),
+    Who.ADMIN: (Q, S),
+    Who.OWNER: (Q, S),
+    Who.OUTSIDER: (P, S),
+    Who.OPERATOR: (P, Q, S),
+    Who.SCOPED: (Q, S),
+    Who.ELSEWHERE: (P, Q),
+}
+"""The projects whose data each caller never sees (the operator's outside /v1/admin)."""
+
+
+def _public_key(comment: str) -> str:
+    """A new ed25519 key as a line of a `.pub` file."""
+    blob = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+    )
+    return f"{blob.decode()} {comment}"
+
+
+@cache
+def _password_hash() -> str:
+    """One argon2 hash of PASSWORD for every user: hashing per user would be slow."""
+    return hash_password(PASSWORD)
+
+
+@dataclass
+class World:
+    """P, Q and S with their people, made straight in the database."""
+
+    db: Database
+    box: SecretBox
+    n: int
+    project: str
+    """P's id."""
+    users: dict[Who, UUID]
+    emails: dict[Who, str]
+    secrets: dict[Who, str]
+    spares: dict[Who, str]
+    """The id of a second, unscoped token of each caller's user, to revoke."""
+    target: str
+    """The id of a viewer of P that member routes act on."""
+    sam: str
+    """The id of Sam, P's second owner."""
+    newcomer: str
+    """The id of a user in no project."""
+    newcomer_email: str
+    deploy: str
+    """The id of a token scoped to P, held by P's member."""
+    key: str
+    """The id of P's SSH key."""
+    markers: dict[str, tuple[str, ...]]
+    """For each project's word, what betrays its data: the word, and its key's fingerprint."""
+
+    def headers(self, who: Who) -> dict[str, str]:
+        if who is Who.ANONYMOUS:
+            return {}
+        return {"Authorization": f"Bearer {self.secrets[who]}"}
+
+    def _code(self, who: Who, *, enable: bool) -> str:
+        """Enrol the caller's user in TOTP (and turn it on); a current code."""
+        if who is Who.ANONYMOUS:
+            return "000000"
+        with self.db.transaction() as session:
+            user = session.get(User, self.users[who])
+            assert user is not None
+            seed = accounts.begin_totp(session, self.box, user)
+            user.totp_enabled = enable
+        return pyotp.TOTP(seed).now()
+
+    def enrolling_code(self, who: Who) -> str:
+        return self._code(who, enable=False)
+
+    def enabled_code(self, who: Who) -> str:
+        return self._code(who, enable=True)
+
+
+def build_world(db: Database, box: SecretBox, n: int) -> World:
+    """World number `n`: names carry `n`, so many worlds share one database."""
+    hashed = _password_hash()
+    with db.transaction() as session:
+
+        def user(name: str, email: str, *, operator: bool = False) -> User:
+            made = User(
+                id=new_id(), name=name, email=email, password_hash=hashed, is_operator=operator
+            )
+            session.add(made)
+            return made
+
+        def project(name: str) -> Project:
+            made = Project(id=new_id(), name=name)
+            session.add(made)
+            return made
+
+        def token(user_id: UUID, name: str, project_id: UUID | None = None) -> tuple[UUID, str]:
+            secret = tokens.PREFIX + secrets.token_urlsafe(32)
+            made = ApiToken(
+                id=new_id(),
+                user_id=user_id,
+                name=name,
+                secret_sha256=tokens.digest(secret),
+                project_id=project_id,
+            )
+            session.add(made)
+            return made.id, secret
+
+        people = {
+            Who.VIEWER: user(f"{P}-viewer-{n}", f"viewer-{n}@{P}.test"),
+            Who.MEMBER: user(f"{P}-member-{n}", f"member-{n}@{P}.test"),
+            Who.ADMIN: user(f"{P}-admin-{n}", f"admin-{n}@{P}.test"),
+            Who.OWNER: user(f"{P}-owner-{n}", f"owner-{n}@{P}.test"),
+            Who.OUTSIDER: user(f"{Q}-outsider-{n}", f"outsider-{n}@{Q}.test"),
+            Who.OPERATOR: user(f"operator-{n}", f"operator-{n}@example.test", operator=True),
+        }
+        sam = user(f"sam-{n}", f"sam-{n}@example.test", operator=True)
+        target = user(f"{P}-target-{n}", f"target-{n}@{P}.test")
+        newcomer = user(f"newcomer-{n}", f"newcomer-{n}@example.test")
+        p, q, s = project(f"{P}-{n}"), project(f"{Q}-{n}"), project(f"{S}-{n}")
+        session.flush()  # the rows below refer to these; the ORM does not know it
+        session.add_all(
+            Membership(project_id=where.id, user_id=whom.id, role=role)
+            for where, whom, role in [
+                (p, people[Who.VIEWER], Role.VIEWER),
+                (p, people[Who.MEMBER], Role.MEMBER),
+                (p, people[Who.ADMIN], Role.ADMIN),
+                (p, people[Who.OWNER], Role.OWNER),
+                (p, sam, Role.OWNER),
+                (p, target, Role.VIEWER),
+                (q, people[Who.OUTSIDER], Role.OWNER),
+                (s, sam, Role.OWNER),
+            ]
+        )
+        p_key = sshkey.parse(_public_key(f"{P}@laptop"))
+        q_key = sshkey.parse(_public_key(f"{Q}@desk"))
+        key_id = new_id()
+        session.add_all(
+            SshKey(
+                id=key, project_id=where.id, name=name, public_key=k.line, fingerprint=k.fingerprint
+            )
+            for key, where, name, k in [
+                (key_id, p, f"{P}-laptop", p_key),
+                (new_id(), q, f"{Q}-desk", q_key),
+            ]
+        )
+
+        users = {who: person.id for who, person in people.items()}
+        users[Who.SCOPED] = users[Who.ELSEWHERE] = sam.id
+        secret_of = {who: token(person.id, "test")[1] for who, person in people.items()}
+        secret_of[Who.SCOPED] = token(sam.id, "in-p", p.id)[1]
+        secret_of[Who.ELSEWHERE] = token(sam.id, "in-s", s.id)[1]
+        spare_of = {user_id: token(user_id, "spare")[0] for user_id in {*users.values()}}
+        deploy, _ = token(people[Who.MEMBER].id, "deploy", p.id)
+
+    return World(
+        db=db,
+        box=box,
+        n=n,
+        project=format_id(Kind.PROJECT, p.id),
+        users=users,
+        emails={who: person.email for who, person in people.items()}
+        | {Who.SCOPED: sam.email, Who.ELSEWHERE: sam.email},
+        secrets=secret_of,
+        spares={who: format_id(Kind.TOKEN, spare_of[uid]) for who, uid in users.items()},
+        target=format_id(Kind.USER, target.id),
+        sam=format_id(Kind.USER, sam.id),
+        newcomer=format_id(Kind.USER, newcomer.id),
+        newcomer_email=newcomer.email,
+        deploy=format_id(Kind.TOKEN, deploy),
+        key=format_id(Kind.SSH_KEY, key_id),
+        markers={P: (P, p_key.fingerprint), Q: (Q, q_key.fingerprint), S: (S,)},
+    )
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: the path with its parameters filled in, and the body."""
+
+    path: str
+    json: Any = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the table: a request to a route, and the status each caller gets."""
+
+    method: str
+    route: str
+    statuses: Statuses
+    call: Callable[[World, Who], Call]
+    label: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.route}" + (f" ({self.label})" if self.label else "")
+
+
+def _login(world: World, who: Who) -> Call:
+    email = world.newcomer_email if who is Who.ANONYMOUS else world.emails[who]
+    return Call("/v1/auth/token", {"email": email, "password": PASSWORD})
+
+
+def _spare(world: World, who: Who) -> Call:
+    return Call(f"/v1/tokens/{world.spares.get(who, world.spares[Who.VIEWER])}")
+
+
+def _p(suffix: str = "", json: Any = None) -> Callable[[World, Who], Call]:
+    """A call on P's `suffix`, in which `{...}` names a field of the world."""
+
+    def call(world: World, _who: Who) -> Call:
+        filled = suffix.format(**vars(world))
+        return Call(f"/v1/projects/{world.project}{filled}", json)
+
+    return call
+
+
+def _fixed(path: str, json: Any = None) -> Callable[[World, Who], Call]:
+    def call(world: World, _who: Who) -> Call:
+        return Call(path.format(**vars(world)), json)
+
+    return call
+
+
+def _add_key(world: World, _who: Who) -> Call:
+    body = {"name": "fresh", "public_key": _public_key("fresh@laptop")}
+    return Call(f"/v1/projects/{world.project}/ssh-keys", body)
+
+
+def _add_member(role: Role) -> Callable[[World, Who], Call]:
+    def call(world: World, _who: Who) -> Call:
+        body = {"user": world.newcomer, "role": role.value}
+        return Call(f"/v1/projects/{world.project}/members", body)
+
+    return call
+
+
+# fmt: off
+#  anonymous, viewer, member, admin, owner, outsider, operator, scoped, elsewhere
+CASES = [
+    Case("GET", "/v1/health",
+         (200, 200, 200, 200, 200, 200, 200, 200, 200), _fixed("/v1/health")),
+    Case("POST", "/v1/auth/token",
+         (201, 201, 201, 201, 201, 201, 201, 201, 201), _login),
+    Case("DELETE", "/v1/auth/token",
+         (401, 204, 204, 204, 204, 204, 204, 204, 204), _fixed("/v1/auth/token")),
+    Case("GET", "/v1/users/me",
+         (401, 200, 200, 200, 200, 200, 200, 200, 200), _fixed("/v1/users/me")),
+    Case("POST", "/v1/users/me/totp",
+         (401, 201, 201, 201, 201, 201, 201, 403, 403), _fixed("/v1/users/me/totp")),
+    Case("POST", "/v1/users/me/totp/confirm",
+         (401, 200, 200, 200, 200, 200, 200, 403, 403),
+         lambda w, who: Call("/v1/users/me/totp/confirm", {"code": w.enrolling_code(who)})),
+    Case("POST", "/v1/users/me/totp/disable",
+         (401, 200, 200, 200, 200, 200, 200, 403, 403),
+         lambda w, who: Call("/v1/users/me/totp/disable", {"code": w.enabled_code(who)})),
+    Case("GET", "/v1/projects",
+         (401, 200, 200, 200, 200, 200, 200, 200, 200), _fixed("/v1/projects")),
+    Case("POST", "/v1/projects",
+         (401, 201, 201, 201, 201, 201, 201, 403, 403),
+         lambda w, _who: Call("/v1/projects", {"name": f"fresh-{w.n}"})),
+    Case("GET", "/v1/projects/{project}",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p()),
+    Case("DELETE", "/v1/projects/{project}",
+         (401, 403, 403, 403, 204, 404, 404, 204, 404), _p()),
+    Case("GET", "/v1/projects/{project}/members",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/members")),
+    Case("POST", "/v1/projects/{project}/members",
+         (401, 403, 403, 201, 201, 404, 404, 201, 404), _add_member(Role.MEMBER)),
+    Case("POST", "/v1/projects/{project}/members",
+         (401, 403, 403, 403, 201, 404, 404, 201, 404), _add_member(Role.OWNER),
+         "as an owner"),
+    Case("PATCH", "/v1/projects/{project}/members/{user}",
+         (401, 403, 403, 200, 200, 404, 404, 200, 404),
+         _p("/members/{target}", {"role": "member"})),
+    Case("PATCH", "/v1/projects/{project}/members/{user}",
+         (401, 403, 403, 403, 200, 404, 404, 200, 404),
+         _p("/members/{target}", {"role": "owner"}), "to owner"),
+    Case("PATCH", "/v1/projects/{project}/members/{user}",
+         (401, 403, 403, 403, 200, 404, 404, 200, 404),
+         _p("/members/{sam}", {"role": "admin"}), "an owner"),
+    Case("DELETE", "/v1/projects/{project}/members/{user}",
+         (401, 403, 403, 204, 204, 404, 404, 204, 404), _p("/members/{target}")),
+    Case("DELETE", "/v1/projects/{project}/members/{user}",
+         (401, 403, 403, 403, 204, 404, 404, 204, 404), _p("/members/{sam}"), "an owner"),
+    Case("GET", "/v1/tokens",
+         (401, 200, 200, 200, 200, 200, 200, 403, 403), _fixed("/v1/tokens")),
+    Case("POST", "/v1/tokens",
+         (401, 201, 201, 201, 201, 201, 201, 403, 403), _fixed("/v1/tokens", {"name": "more"})),
+    Case("POST", "/v1/tokens",
+         (401, 201, 201, 201, 201, 404, 404, 403, 403),
+         lambda w, _who: Call("/v1/tokens", {"name": "more", "project": w.project}),
+         "scoped to P"),
+    Case("DELETE", "/v1/tokens/{token}",
+         (401, 204, 204, 204, 204, 204, 204, 403, 403), _spare),
+    Case("GET", "/v1/projects/{project}/tokens",
+         (401, 403, 403, 200, 200, 404, 404, 200, 404), _p("/tokens")),
+    Case("DELETE", "/v1/projects/{project}/tokens/{token}",
+         (401, 403, 403, 204, 204, 404, 404, 204, 404), _p("/tokens/{deploy}")),
+    Case("GET", "/v1/projects/{project}/ssh-keys",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/ssh-keys")),
+    Case("POST", "/v1/projects/{project}/ssh-keys",
+         (401, 403, 201, 201, 201, 404, 404, 201, 404), _add_key),
+    Case("GET", "/v1/projects/{project}/ssh-keys/{key}",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/ssh-keys/{key}")),
+    Case("DELETE", "/v1/projects/{project}/ssh-keys/{key}",
+         (401, 403, 204, 204, 204, 404, 404, 204, 404), _p("/ssh-keys/{key}")),
+    Case("GET", "/v1/admin/users",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/users")),
+    Case("POST", "/v1/admin/users",
+         (401, 403, 403, 403, 403, 403, 201, 403, 403),
+         lambda w, _who: Call("/v1/admin/users", {
+             "name": f"made-{w.n}", "email": f"made-{w.n}@example.test", "password": PASSWORD,
+         })),
+    Case("GET", "/v1/admin/users/{user}",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/users/{target}")),
+    Case("PATCH", "/v1/admin/users/{user}",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403),
+         _fixed("/v1/admin/users/{target}", {"disabled": True})),
+    Case("GET", "/v1/admin/audit",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/audit")),
+]
+# fmt: on
+
+PROBLEM_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}
+"""The problem `code` that goes with each refusal."""
+
+
+def _routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every method and path the app answers, but the OpenAPI document and its viewer's."""
+    document = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    found = set()
+    for route in iter_route_contexts(app.routes):
+        if route.path is None or route.path in document:
+            continue
+        methods = route.methods or set()
+        found |= {
+            (method, route.path) for method in methods if method != "HEAD" or "GET" not in methods
+        }
+    return found
+
+
+@pytest.fixture
+def blank_app(tmp_path: Path) -> FastAPI:
+    """An app to list the routes of; it is never called."""
+    return create_app(Database.connect("sqlite://"), SecretBox.from_file(tmp_path / "secret.key"))
+
+
+def test_the_table_has_a_row_for_every_route_of_the_app(blank_app: FastAPI) -> None:
+    tabled = {(case.method, case.route) for case in CASES}
+    routes = _routes(blank_app)
+    assert routes - tabled == set(), "add a row to CASES for each new route"
+    assert tabled - routes == set(), "these rows name routes the app does not have"
+
+
+def _leaks(world: World, who: Who, path: str, text: str) -> list[str]:
+    """The markers of other projects' data in an answer to `who`."""
+    if who is Who.OPERATOR and path.startswith("/v1/admin/"):
+        return []
+    return [
+        marker
+        for project in BLIND_TO[who]
+        for marker in world.markers[project]
+        if marker.lower() in text.lower()
+    ]
+
+
+def _ask(client: TestClient, world: World, case: Case, who: Who) -> list[str]:
+    """What is wrong with the answer to `who` calling `case`: nothing, if it is right."""
+    call = case.call(world, who)
+    headers = world.headers(who)
+    response = client.request(case.method, call.path, json=call.json, headers=headers)
+    expected = dict(zip(Who, case.statuses, strict=True))[who]
+    said = f"{case} as {who}: {response.status_code} {response.text[:200]}"
+    wrong = [f"{said}: leaks {marker!r}" for marker in _leaks(world, who, call.path, response.text)]
+    if response.status_code != expected:
+        return [*wrong, f"{said}: expected {expected}"]
+    if expected in PROBLEM_CODES and response.json()["code"] != PROBLEM_CODES[expected]:
+        wrong.append(f"{said}: expected the code {PROBLEM_CODES[expected]}")
+    if expected == 404 and world.project in call.path:
+        # Not being in a project looks exactly like the project not existing.
+        ghost = format_id(Kind.PROJECT, new_id())
+        path = call.path.replace(world.project, ghost)
+        answer = client.request(case.method, path, json=call.json, headers=headers)
+        if answer.text.replace(ghost, world.project) != response.text:
+            wrong.append(f"{said}: a project that does not exist gets {answer.text[:200]}")
+    return wrong
+
+
+def test_every_route_answers_each_caller_as_the_rules_say_and_shows_no_other_project(
+    client: TestClient, db: Database, box: SecretBox
+) -> None:
+    numbers = itertools.count()
+    shared = build_world(db, box, next(numbers))
+    wrong = []
+    for case in CASES:
+        for who in Who:
+            # A request that may change things gets a world of its own.
+            world = shared if case.method == "GET" else build_world(db, box, next(numbers))
+            wrong += _ask(client, world, case, who)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_scoped_token_lists_only_its_project(
+    client: TestClient, db: Database, box: SecretBox
+) -> None:
+    world = build_world(db, box, 0)
+
+    def names(who: Who) -> list[str]:
+        response = client.get("/v1/projects", headers=world.headers(who))
+        assert response.status_code == 200, response.text
+        return [project["name"] for project in response.json()["items"]]
+
+    assert names(Who.SCOPED) == [f"{P}-0"]
+    assert names(Who.ELSEWHERE) == [f"{S}-0"]

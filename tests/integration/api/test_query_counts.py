@@ -1,0 +1,190 @@
+"""Listing costs the same number of SQL statements however long the list: a page of 200
+items takes as many as a page of one (no query per item).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+from uuid import UUID
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event, insert
+from sqlalchemy.orm import Session
+
+from nubis import sshkey
+from nubis.auth import tokens
+from nubis.auth.passwords import hash_password
+from nubis.db import Database
+from nubis.ids import Kind, new_id, parse_id
+from nubis.models import ApiToken, AuditEvent, Membership, Project, Role, SshKey, User
+from tests.integration.api.people import PASSWORD, People, Person
+
+MANY = 200
+
+
+@cache
+def _password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An operator who owns project `project`, listing through `person`."""
+
+    person: Person
+    project: UUID
+
+
+def _users(session: Session, count: int) -> list[UUID]:
+    """`count` new users, all with one password."""
+    ids = [new_id() for _ in range(count)]
+    session.execute(
+        insert(User),
+        [
+            {"id": key, "name": f"u{key.hex}"[:32], "email": f"{key.hex}@example.test"}
+            | {"password_hash": _password_hash()}
+            for key in ids
+        ],
+    )
+    return ids
+
+
+def _projects(session: Session, caller: Caller, count: int) -> None:
+    ids = [new_id() for _ in range(count)]
+    session.execute(insert(Project), [{"id": key, "name": f"p{key.hex}"[:32]} for key in ids])
+    session.execute(
+        insert(Membership),
+        [{"project_id": key, "user_id": caller.person.key, "role": Role.VIEWER} for key in ids],
+    )
+
+
+def _members(session: Session, caller: Caller, count: int) -> None:
+    session.execute(
+        insert(Membership),
+        [
+            {"project_id": caller.project, "user_id": key, "role": Role.MEMBER}
+            for key in _users(session, count)
+        ],
+    )
+
+
+def _tokens_of(session: Session, caller: Caller, count: int, project: UUID | None) -> None:
+    session.execute(
+        insert(ApiToken),
+        [
+            {
+                "user_id": caller.person.key,
+                "name": "more",
+                "secret_sha256": tokens.digest(f"secret {new_id()}"),
+                "project_id": project,
+            }
+            for _ in range(count)
+        ],
+    )
+
+
+def _ssh_keys(session: Session, caller: Caller, count: int) -> None:
+    rows = []
+    for _ in range(count):
+        blob = (
+            Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+        )
+        key = sshkey.parse(blob.decode())
+        rows.append(
+            {
+                "project_id": caller.project,
+                "name": f"k{new_id().hex}"[:32],
+                "public_key": key.line,
+                "fingerprint": key.fingerprint,
+            }
+        )
+    session.execute(insert(SshKey), rows)
+
+
+def _audit_events(session: Session, _caller: Caller, count: int) -> None:
+    session.execute(
+        insert(AuditEvent),
+        [
+            {"action": "login", "outcome": "success", "email": "someone@example.test"}
+            for _ in range(count)
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class Listing:
+    path: str
+    given: int
+    """How many items the list holds before any are added: the caller's own."""
+    add: Callable[[Session, Caller, int], Any]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+LISTINGS = [
+    Listing("/v1/projects", 1, _projects),
+    Listing("/v1/projects/{project}/members", 1, _members),
+    Listing("/v1/tokens", 1, lambda s, c, n: _tokens_of(s, c, n, None)),
+    Listing("/v1/projects/{project}/tokens", 0, lambda s, c, n: _tokens_of(s, c, n, c.project)),
+    Listing("/v1/projects/{project}/ssh-keys", 0, _ssh_keys),
+    Listing("/v1/admin/users", 1, lambda s, _c, n: _users(s, n)),
+    Listing("/v1/admin/audit", 0, _audit_events),
+]
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements sent to `engine` in the block."""
+    sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        # (connection, cursor, statement, parameters, context, executemany)
+        sent.append(args[2])
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("listing", LISTINGS, ids=str)
+def test_a_page_of_200_items_takes_as_many_statements_as_a_page_of_one(
+    listing: Listing, db: Database, client: TestClient, people: People
+) -> None:
+    person = people.user("lister", operator=True)
+    project = people.project("listed", {person: Role.OWNER})
+    caller = Caller(person, parse_id(Kind.PROJECT, project))
+    path = listing.path.format(project=project)
+
+    def page() -> tuple[int, list[str]]:
+        with statements(db.engine) as sent:
+            response = person.get(path, params={"limit": 500})
+        assert response.status_code == 200, response.text
+        assert response.json()["next_cursor"] is None
+        return len(response.json()["items"]), sent
+
+    if listing.given == 0:
+        with db.transaction() as session:
+            listing.add(session, caller, 1)
+    page()  # the pool's first connection, and the statement cache, warm up
+    one, for_one = page()
+    with db.transaction() as session:
+        listing.add(session, caller, MANY - 1)
+    many, for_many = page()
+
+    assert (one, many) == (1, MANY)
+    assert len(for_many) == len(for_one), (
+        f"{len(for_one)} statements for one item, {len(for_many)} for {MANY}; the first:\n"
+        + "\n".join(for_many[: len(for_one) + 3])
+    )
