@@ -1,4 +1,8 @@
-"""The request body limit: a larger body is refused (413) before it is read whole."""
+"""The request body limit: a larger body is refused (413) before any of it is used.
+
+A body with a Content-Length is judged by it (the server holds the client to it); a
+chunked body is read up to the limit first and handed on only if it ends within it.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +19,37 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _error(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await send_problem(send, self._error())
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await send_problem(send, too_large)
+                return
+            await self.app(scope, receive, send)
             return
-        received = 0
 
-        async def counted() -> Message:
-            nonlocal received
+        body = bytearray()
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise self._error()
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await send_problem(send, too_large)
+                return
+            if not message.get("more_body", False):
+                break
+        given = False
 
-        await self.app(scope, counted, send)
+        async def replay() -> Message:
+            nonlocal given
+            if given:
+                return await receive()
+            given = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)

@@ -5,6 +5,8 @@ cursor.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from fastapi.testclient import TestClient
 
 from nubis.api.limits import MAX_BODY_BYTES
@@ -63,6 +65,26 @@ def test_an_oversized_body_is_refused_before_it_is_used(client: TestClient, peop
     )
     problem(response, 413, "payload_too_large")
     assert alice.get("/v1/projects").json()["items"] == []
+
+
+def test_an_oversized_body_without_a_length_is_refused_too(
+    client: TestClient, people: People
+) -> None:
+    alice = people.user("alice")
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(MAX_BODY_BYTES // 65536 + 1):
+            yield b"a" * 65536
+        yield b'"}'
+
+    for extra in ({}, {"Idempotency-Key": "big"}):
+        response = client.post(
+            "/v1/projects",
+            content=chunks(),
+            headers={**alice.auth, "content-type": "application/json", **extra},
+        )
+        problem(response, 413, "payload_too_large")
 
 
 def test_a_retried_post_with_its_key_gets_the_first_answer(people: People) -> None:
