@@ -8,6 +8,7 @@ from nubis import __version__
 from nubis.api import openapi, problems
 from nubis.api.idempotency import Idempotency
 from nubis.api.limits import BodyLimit
+from nubis.api.paths import EncodedSlashes
 from nubis.api.routes import admin, auth, health, members, projects, ssh_keys, tokens, users
 from nubis.db import Database
 from nubis.secretbox import SecretBox
@@ -33,4 +34,5 @@ def create_app(db: Database, secret_box: SecretBox) -> FastAPI:
     # Outermost last: the body limit applies before a body is read for idempotency.
     app.add_middleware(Idempotency, db=db)
     app.add_middleware(BodyLimit)
+    app.add_middleware(EncodedSlashes)
     return app

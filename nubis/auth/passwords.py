@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -11,9 +13,13 @@ MIN_LENGTH = 10
 MAX_LENGTH = 1024
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-# Verified when the account does not exist, so a failed login takes as long either way
-# and its timing does not tell which emails have accounts.
-_DUMMY = _hasher.hash("not a password of anyone")
+
+
+@cache
+def _dummy() -> str:
+    """Verified when the account does not exist, so a failed login takes as long either
+    way and its timing does not tell which emails have accounts."""
+    return _hasher.hash("not a password of anyone")
 
 
 def check_strength(password: str) -> str:
@@ -32,7 +38,7 @@ def hash_password(password: str) -> str:
 def verify(stored: str | None, password: str) -> bool:
     """Whether `password` matches `stored`; with no stored hash, False after the same work."""
     try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        return _hasher.verify(stored or _dummy(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -51,7 +52,9 @@ def login(
         body["totp_code"] = totp_code
     try:
         answer = client.post("/v1/auth/token", body)
-    except SecondFactorRequired:
+    except SecondFactorRequired as error:
+        if password_stdin:  # stdin is spent: there is no one to ask
+            raise SecondFactorRequired(f"{error.detail}: give it with --totp-code") from None
         body["totp_code"] = typer.prompt("TOTP code")
         answer = client.post("/v1/auth/token", body)
     config.update(chosen.name, api_url=url, token=answer["secret"])
@@ -59,16 +62,18 @@ def login(
     console.print(
         f"Logged in to {url} as {address} (profile {chosen.name}; "
         f"token expires {answer['expires_at']}).",
-        highlight=False,
     )
 
 
 def logout(profile: ProfileOption = None) -> None:
-    """Revoke this profile's token and forget it."""
+    """Revoke the token in use and, if it is the profile's, forget it."""
     config = Config.load()
     chosen = config.profile(profile)
     if chosen.token:
         Client(chosen.api_url, chosen.token).delete("/v1/auth/token")
+    if os.environ.get("NUBIS_TOKEN"):
+        console.print("Revoked the token in NUBIS_TOKEN; the profile is unchanged.")
+        return
     config.update(chosen.name, token=None)
     config.save()
     console.print(f"Logged out (profile {chosen.name}).")
@@ -90,9 +95,8 @@ def totp_enable(
     enrollment = client.post("/v1/users/me/totp")
     console.print(
         "Add this account to your authenticator app:\n"
-        f"  secret  [bold]{enrollment['secret']}[/]\n"
+        f"  secret  {enrollment['secret']}\n"
         f"  or URI  {enrollment['uri']}",
-        highlight=False,
     )
     first = code or typer.prompt("Code from the app")
     client.post("/v1/users/me/totp/confirm", {"code": first})

@@ -8,7 +8,7 @@ import typer
 from sqlalchemy import select
 
 from nubis.cli.admin_account import audit, user_app
-from nubis.cli.output import JsonOption, console, emit_json, fail, table
+from nubis.cli.output import JsonOption, console, emit_json, fail, show, table
 from nubis.cli.store import database
 from nubis.db.migrate import current_revision, upgrade
 from nubis.engine import strand as strands
@@ -117,9 +117,7 @@ def strand_show(
     if as_json:
         emit_json(detail)
         return
-    for name, value in detail.items():
-        if value is not None and value != []:
-            console.print(f"[bold]{name:12}[/] {value}", highlight=False)
+    show({name: value for name, value in detail.items() if value != []}, as_json=False)
 
 
 @strand_app.command("retry")

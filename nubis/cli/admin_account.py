@@ -50,7 +50,7 @@ def user_create(
         summary = _user(user)
     console.print(f"Created user {summary['name']} ({summary['email']}, {summary['id']}).")
     if not password_stdin:
-        console.print(f"Password: [bold]{password}[/] (shown only now)", highlight=False)
+        console.print(f"Password: {password} (shown only now)")
 
 
 @user_app.command("list")

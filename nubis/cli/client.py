@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -68,6 +69,11 @@ class Client:
             cursor = page["next_cursor"]
             if cursor is None:
                 return items
+
+
+def part(value: str) -> str:
+    """`value` as one segment of a URL path: a `/` or `..` in it stays inside the segment."""
+    return quote(value, safe="")
 
 
 def signed_in(profile_name: str | None = None) -> tuple[Client, Profile]:

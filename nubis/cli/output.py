@@ -10,18 +10,26 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # soft_wrap: lines longer than the terminal stay whole, so addresses and paths can be
 # copied. Piped output has no width to fit, so tables are not cut to 80 columns there.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
-errors = Console(stderr=True, soft_wrap=True)
+# No markup: what is printed is often the API's text or a user's (a key comment, a
+# name given on the command line), and must come out as it is.
+console = Console(
+    soft_wrap=True,
+    width=None if sys.stdout.isatty() else 1000,
+    markup=False,
+    highlight=False,
+)
+errors = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def fail(detail: str, code: int = 1) -> NoReturn:
     """Print the reason on stderr and exit non-zero."""
-    errors.print(f"[bold red]error:[/] {detail}", highlight=False)
+    errors.print(Text.assemble(("error:", "bold red"), " ", detail))
     sys.exit(code)
 
 
@@ -34,7 +42,7 @@ def table(
 ) -> None:
     view = Table(*columns, title=title, show_lines=False, header_style="bold")
     for row in rows:
-        view.add_row(*("" if cell is None else str(cell) for cell in row))
+        view.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
     console.print(view)
 
 
@@ -46,7 +54,7 @@ def show(item: dict[str, Any], as_json: bool) -> None:
     width = max((len(name) for name in item), default=0)
     for name, value in item.items():
         if value is not None:
-            console.print(f"[bold]{name:{width}}[/]  {value}", highlight=False)
+            console.print(Text.assemble((f"{name:{width}}", "bold"), "  ", str(value)))
 
 
 def listing(items: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:

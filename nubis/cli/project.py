@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
+from nubis.auth.roles import Role
 from nubis.cli.account import ProfileOption
-from nubis.cli.client import project_of, signed_in
+from nubis.cli.client import part, project_of, signed_in
 from nubis.cli.output import JsonOption, console, listing, show
 from nubis.cli.profile import Config
-from nubis.models import Role
 
 project_app = typer.Typer(help="Projects: what every resource belongs to.", no_args_is_help=True)
 member_app = typer.Typer(help="Members of a project and their roles.", no_args_is_help=True)
@@ -43,7 +43,7 @@ def project_show(
     profile: ProfileOption = None,
 ) -> None:
     client, chosen = signed_in(profile)
-    show(client.get(f"/v1/projects/{project_of(chosen, name)}"), as_json)
+    show(client.get(f"/v1/projects/{part(project_of(chosen, name))}"), as_json)
 
 
 @project_app.command("delete")
@@ -56,7 +56,7 @@ def project_delete(
     client, _ = signed_in(profile)
     if not yes:
         typer.confirm(f"Delete project {name} and everything in it?", abort=True)
-    client.delete(f"/v1/projects/{name}")
+    client.delete(f"/v1/projects/{part(name)}")
     console.print(f"Deleted project {name}.")
 
 
@@ -64,7 +64,7 @@ def project_delete(
 def project_use(name: str, profile: ProfileOption = None) -> None:
     """Work in this project from now on (kept in the profile)."""
     client, chosen = signed_in(profile)
-    found = client.get(f"/v1/projects/{name}")
+    found = client.get(f"/v1/projects/{part(name)}")
     config = Config.load()
     config.update(chosen.name, project=found["name"])
     config.save()
@@ -85,7 +85,7 @@ def member_add(
     """Add someone to the project (admins and owners)."""
     client, chosen = signed_in(profile)
     added = client.post(
-        f"/v1/projects/{project_of(chosen, project)}/members", {"user": user, "role": role}
+        f"/v1/projects/{part(project_of(chosen, project))}/members", {"user": user, "role": role}
     )
     show(added, as_json)
 
@@ -95,7 +95,7 @@ def member_list(
     project: ProjectOption = None, as_json: JsonOption = False, profile: ProfileOption = None
 ) -> None:
     client, chosen = signed_in(profile)
-    members = client.every(f"/v1/projects/{project_of(chosen, project)}/members")
+    members = client.every(f"/v1/projects/{part(project_of(chosen, project))}/members")
     listing(members, MEMBER_COLUMNS, as_json)
 
 
@@ -108,7 +108,7 @@ def member_rm(
     """Remove someone from the project (admins and owners)."""
     client, chosen = signed_in(profile)
     name = project_of(chosen, project)
-    client.delete(f"/v1/projects/{name}/members/{user}")
+    client.delete(f"/v1/projects/{part(name)}/members/{part(user)}")
     console.print(f"Removed {user} from {name}.")
 
 

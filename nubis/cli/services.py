@@ -64,22 +64,20 @@ def up(
     worker = Worker(db, settings, threads=settings.worker_threads)
     worker.start()
     api_url = settings.api_url
+    console.print("nubis is up", style="bold green")
     console.print(
-        f"[bold green]nubis is up[/]\n"
         f"  API        {api_url}/v1  (health: {api_url}/v1/health)\n"
         f"  data dir   {settings.data_dir}\n"
         f"  database   {db.engine.url.render_as_string(hide_password=True)}\n"
         f"  workers    {settings.worker_threads} threads\n"
         "Press Ctrl-C to stop.",
-        highlight=False,
     )
     if first_login is not None:
         email, password = first_login
         console.print(
-            "\n[bold]An operator account was made for you.[/] Log in with\n"
+            "\nAn operator account was made for you. Log in with\n"
             f"  nubis login --email {email}\n"
-            f"and the password [bold]{password}[/] (shown only this once).",
-            highlight=False,
+            f"and the password {password} (shown only this once).",
         )
     try:
         _serve(db, settings)
@@ -156,9 +154,3 @@ def _serve(db: Database, settings: Settings) -> None:
     server.run()
     if not server.started:
         fail(f"the API could not listen on {settings.api_host}:{settings.api_port}")
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(up)
-    app.command()(api)
-    app.command()(worker)

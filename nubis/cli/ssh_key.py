@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from nubis.cli.account import ProfileOption
-from nubis.cli.client import project_of, signed_in
+from nubis.cli.client import part, project_of, signed_in
 from nubis.cli.output import JsonOption, console, listing, show
 from nubis.cli.project import ProjectOption
 from nubis.errors import InvalidInput
@@ -31,7 +31,7 @@ def ssh_key_add(
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"cannot read {path}: {error}") from None
     added = client.post(
-        f"/v1/projects/{project_of(chosen, project)}/ssh-keys",
+        f"/v1/projects/{part(project_of(chosen, project))}/ssh-keys",
         {"name": name, "public_key": text},
     )
     show(added, as_json)
@@ -42,14 +42,14 @@ def ssh_key_list(
     project: ProjectOption = None, as_json: JsonOption = False, profile: ProfileOption = None
 ) -> None:
     client, chosen = signed_in(profile)
-    keys = client.every(f"/v1/projects/{project_of(chosen, project)}/ssh-keys")
+    keys = client.every(f"/v1/projects/{part(project_of(chosen, project))}/ssh-keys")
     listing(keys, ["name", "fingerprint", "id", "created_at"], as_json)
 
 
 @ssh_key_app.command("rm")
 def ssh_key_rm(name: str, project: ProjectOption = None, profile: ProfileOption = None) -> None:
     client, chosen = signed_in(profile)
-    client.delete(f"/v1/projects/{project_of(chosen, project)}/ssh-keys/{name}")
+    client.delete(f"/v1/projects/{part(project_of(chosen, project))}/ssh-keys/{part(name)}")
     console.print(f"Removed SSH key {name}.")
 
 

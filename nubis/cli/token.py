@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from nubis.cli.account import ProfileOption
-from nubis.cli.client import signed_in
+from nubis.cli.client import part, signed_in
 from nubis.cli.output import JsonOption, console, listing, show
 
 token_app = typer.Typer(help="Your API tokens.", no_args_is_help=True)
@@ -52,7 +52,7 @@ def token_revoke(
     profile: ProfileOption = None,
 ) -> None:
     client, _ = signed_in(profile)
-    client.delete(f"/v1/tokens/{token}")
+    client.delete(f"/v1/tokens/{part(token)}")
     console.print(f"Revoked {token}.")
 
 

@@ -1,5 +1,6 @@
 """The domain models, one module per domain. Importing this registers every table."""
 
+from nubis.auth.roles import Role
 from nubis.models.account import (
     ApiToken,
     AuditEvent,
@@ -7,7 +8,6 @@ from nubis.models.account import (
     LoginThrottle,
     Membership,
     Project,
-    Role,
     SshKey,
     User,
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from uuid import UUID
 
 from sqlalchemy import (
@@ -19,19 +18,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from nubis.clock import now
 from nubis.db.base import Base
 from nubis.ids import new_id
-
-
-class Role(StrEnum):
-    """A member's role in a project, weakest first."""
-
-    VIEWER = "viewer"
-    MEMBER = "member"
-    ADMIN = "admin"
-    OWNER = "owner"
-
-    @property
-    def rank(self) -> int:
-        return list(Role).index(self)
 
 
 class User(Base):

@@ -149,3 +149,10 @@ def test_a_cursor_not_given_out_is_refused(people: People) -> None:
     alice = people.user("alice")
     refused = problem(alice.get("/v1/projects", params={"cursor": "!!nope"}), 422)
     assert "cursor" in refused["errors"]
+
+
+def test_an_encoded_slash_in_a_path_is_not_found(people: People) -> None:
+    alice = people.user("alice")
+    people.project("web", {alice: Role.OWNER})
+    problem(alice.get("/v1/projects/web%2Fmembers"), 404, "not_found")
+    assert alice.get("/v1/projects/web/members").status_code == 200

@@ -1,0 +1,138 @@
+"""A real `nubis api` process over each store, shared by the tests of one module.
+
+Starting the API takes seconds, so it runs once per module and store, not once per test;
+the tests that share it keep apart by using people and projects of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from nubis.db import Database
+from tests.conftest import REPO, STORES, _create_database, _drop_database, _postgres_url
+
+START_SECONDS = 30.0
+STOP_SECONDS = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def nubis_environment(**values: str) -> dict[str, str]:
+    """The inherited environment without any NUBIS_ setting, plus `values`."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("NUBIS_") and name not in ("FORCE_COLOR", "TTY_COMPATIBLE")
+    }
+    environment.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **values)
+    return environment
+
+
+def nubis_command() -> list[str]:
+    """The installed `nubis` console script, else the package run as a module."""
+    script = Path(sys.executable).with_name("nubis")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "nubis"]
+
+
+@dataclass(frozen=True)
+class Api:
+    """A running `nubis api` and the store under it."""
+
+    url: str
+    database_url: str
+    data_dir: Path
+
+
+@pytest.fixture(scope="module", params=STORES)
+def shared_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, run_id: str
+) -> Iterator[str]:
+    """A fresh, migrated database of each store, for all the tests of one module
+    (as `database_url`, which is made anew for every test)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("store") / "nubis.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("postgres_template")
+    name = f"nubis_test_{run_id}_{uuid.uuid4().hex[:8]}"
+    _create_database(name, template)
+    try:
+        yield _postgres_url(name)
+    finally:
+        _drop_database(name)
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], url: str, store: str, log: Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"nubis api exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            response = httpx.get(f"{url}/v1/health", timeout=1.0)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        assert response.json() == {"status": "ok", "database": store}, response.text
+        return
+    pytest.fail(f"{url} did not answer within {START_SECONDS} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def api(shared_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """`nubis api` on a free loopback port, stopped (and its log checked) at the end."""
+    data_dir = tmp_path_factory.mktemp("data")
+    log = data_dir / "api.log"
+    port = free_port()
+    environment = nubis_environment(
+        NUBIS_DATABASE_URL=shared_database_url, NUBIS_DATA_DIR=str(data_dir)
+    )
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*nubis_command(), "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=environment,
+            cwd=data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(process, url, make_url(shared_database_url).get_backend_name(), log)
+        yield Api(url, shared_database_url, data_dir)
+    finally:
+        process.terminate()
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.fixture(scope="module")
+def store(api: Api) -> Iterator[Database]:
+    """The API's database, for setting up people and checking what changed."""
+    database = Database.connect(api.database_url)
+    try:
+        yield database
+    finally:
+        database.dispose()
