@@ -516,10 +516,10 @@ def test_text_from_users_is_printed_as_it_is_and_names_stay_one_path_segment(
     api: Api, store: Database, cli: Cli
 ) -> None:
     env = {"NUBIS_API_URL": api.url, "NUBIS_TOKEN": _token(api, _person(store, "kim"))}
-    succeeded(cli.run("project", "create", "web", env=env))
-    refused(cli.run("member", "add", "[/]", "-p", "web", env=env), "no user '[/]'")
-    refused(cli.run("member", "add", "[red]x", "-p", "web", env=env), "no user '[red]x'")
-    for name in ("web/..", "web/members"):
+    succeeded(cli.run("project", "create", "kims", env=env))
+    refused(cli.run("member", "add", "[/]", "-p", "kims", env=env), "no user '[/]'")
+    refused(cli.run("member", "add", "[red]x", "-p", "kims", env=env), "no user '[red]x'")
+    for name in ("kims/..", "kims/members"):
         refused(
             cli.run("project", "show", name, env=env),
             "no such path: names and ids never hold a '/'",
