@@ -11,12 +11,30 @@ from nubis.models.account import (
     SshKey,
     User,
 )
+from nubis.models.compute import (
+    Allocation,
+    AllocationState,
+    Flooding,
+    Health,
+    Host,
+    HostEvent,
+    JoinToken,
+    Location,
+)
 from nubis.models.engine import Semaphore, Strand, StrandStatus
 
 __all__ = [
+    "Allocation",
+    "AllocationState",
     "ApiToken",
     "AuditEvent",
+    "Flooding",
+    "Health",
+    "Host",
+    "HostEvent",
     "IdempotentRequest",
+    "JoinToken",
+    "Location",
     "LoginThrottle",
     "Membership",
     "Project",
