@@ -8,6 +8,7 @@
     ├── Forbidden              403 forbidden         valid credentials, not allowed
     ├── NotFound               404 not_found         no such object (or not visible to the caller)
     ├── Conflict               409 conflict          the object's current state forbids the request
+    │   └── NoCapacity         409 no_capacity       no host has room; `detail` says why
     ├── PayloadTooLarge        413 payload_too_large the request body is over the limit
     ├── TooManyRequests        429 too_many_requests slowed down (login attempts); retry later
     └── Unavailable            503 unavailable       a dependency (the database) does not answer
@@ -94,6 +95,11 @@ class Conflict(NubisError):
     status = 409
     code = "conflict"
     title = "Conflict"
+
+
+class NoCapacity(Conflict):
+    code = "no_capacity"
+    title = "No capacity"
 
 
 class PayloadTooLarge(NubisError):

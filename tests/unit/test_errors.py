@@ -9,6 +9,7 @@ from nubis.errors import (
     Forbidden,
     InvalidInput,
     MalformedRequest,
+    NoCapacity,
     NotFound,
     NubisError,
     PayloadTooLarge,
@@ -39,6 +40,7 @@ EXPECTED = {
     Unavailable: (503, "unavailable"),
     SecondFactorRequired: (401, "totp_required"),
     MalformedRequest: (400, "malformed_request"),
+    NoCapacity: (409, "no_capacity"),
     PayloadTooLarge: (413, "payload_too_large"),
     TooManyRequests: (429, "too_many_requests"),
 }

@@ -1,0 +1,212 @@
+"""The filter stages of placement.
+
+Each stage is defined once and has two faces that mean the same: `keeps`, a pure
+function of a host and a request (used to explain a refusal, and tested as such), and
+`clause`, the same condition in SQL (used to find candidates, and again as the guard
+of the atomic update that reserves capacity, so a host is never filled past it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from sqlalchemy import ColumnElement, and_, exists, or_, select, true
+
+from nubis.models import Allocation, AllocationState, Health, Host
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a VM needs."""
+
+    location_id: UUID
+    cores: int
+    memory_bytes: int
+    disk_bytes: int
+    arch: str = "x86_64"
+    group: str | None = None
+    """Anti-affinity group: never on a host that holds another member of it."""
+    host_id: UUID | None = None
+    """Operators may pin a VM to one host."""
+
+    @property
+    def hugepages(self) -> int:
+        """1 GiB pages the VM takes on a host that uses huge pages."""
+        return math.ceil(self.memory_bytes / GIB)
+
+    @property
+    def memory_per_core(self) -> float:
+        return self.memory_bytes / self.cores
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A host as placement sees it."""
+
+    id: UUID
+    location_id: UUID
+    arch: str
+    allocation_state: str
+    health: str
+    cores: int
+    cpu_ratio: float
+    used_cores: int
+    memory_bytes: int
+    memory_ratio: float
+    used_memory_bytes: int
+    hugepages: int
+    used_hugepages: int
+    disk_bytes: int
+    used_disk_bytes: int
+    groups: frozenset[str] = field(default_factory=frozenset)
+    """The anti-affinity groups it holds a member of."""
+
+    @property
+    def core_capacity(self) -> float:
+        return self.cores * self.cpu_ratio
+
+    @property
+    def memory_capacity(self) -> float:
+        """Bytes VMs may have: its huge pages when it uses them, else its memory times its ratio."""
+        return self.hugepages * GIB if self.hugepages else self.memory_bytes * self.memory_ratio
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    refusal: tuple[str, str]
+    """What the hosts it removes are: (one host, several hosts)."""
+    keeps: Callable[[Candidate, Request], bool]
+    clause: Callable[[Request], ColumnElement[bool]]
+
+    def says(self, count: int) -> str:
+        return f"{count} {self.refusal[0] if count == 1 else self.refusal[1]}"
+
+
+def _fits_memory(host: Candidate, request: Request) -> bool:
+    if host.hugepages:
+        return host.used_hugepages + request.hugepages <= host.hugepages
+    return host.used_memory_bytes + request.memory_bytes <= host.memory_bytes * host.memory_ratio
+
+
+def _memory_clause(request: Request) -> ColumnElement[bool]:
+    return or_(
+        and_(Host.hugepages > 0, Host.used_hugepages + request.hugepages <= Host.hugepages),
+        and_(
+            Host.hugepages == 0,
+            Host.used_memory_bytes + request.memory_bytes <= Host.memory_bytes * Host.memory_ratio,
+        ),
+    )
+
+
+def _group_clause(request: Request) -> ColumnElement[bool]:
+    if request.group is None:
+        return true()
+    return ~exists(
+        select(Allocation.id).where(
+            Allocation.host_id == Host.id, Allocation.affinity_group == request.group
+        )
+    )
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "location",
+        ("was in another location", "were in another location"),
+        lambda h, r: h.location_id == r.location_id,
+        lambda r: Host.location_id == r.location_id,
+    ),
+    Stage(
+        "pin",
+        ("was not the requested host", "were not the requested host"),
+        lambda h, r: r.host_id is None or h.id == r.host_id,
+        lambda r: true() if r.host_id is None else Host.id == r.host_id,
+    ),
+    Stage(
+        "arch",
+        ("had another architecture", "had another architecture"),
+        lambda h, r: h.arch == r.arch,
+        lambda r: Host.arch == r.arch,
+    ),
+    Stage(
+        "draining",
+        ("was draining", "were draining"),
+        lambda h, r: h.allocation_state != AllocationState.DRAINING,
+        lambda r: Host.allocation_state != AllocationState.DRAINING,
+    ),
+    Stage(
+        "maintenance",
+        ("was in maintenance", "were in maintenance"),
+        lambda h, r: h.allocation_state != AllocationState.MAINTENANCE,
+        lambda r: Host.allocation_state != AllocationState.MAINTENANCE,
+    ),
+    Stage(
+        "unreachable",
+        ("was unreachable", "were unreachable"),
+        lambda h, r: h.health != Health.UNREACHABLE,
+        lambda r: Host.health != Health.UNREACHABLE,
+    ),
+    Stage(
+        "dead",
+        ("was dead", "were dead"),
+        lambda h, r: h.health != Health.DEAD,
+        lambda r: Host.health != Health.DEAD,
+    ),
+    Stage(
+        "cores",
+        ("had too few free cores", "had too few free cores"),
+        lambda h, r: h.used_cores + r.cores <= h.cores * h.cpu_ratio,
+        lambda r: Host.used_cores + r.cores <= Host.cores * Host.cpu_ratio,
+    ),
+    Stage(
+        "memory",
+        ("had too little free memory", "had too little free memory"),
+        _fits_memory,
+        _memory_clause,
+    ),
+    Stage(
+        "disk",
+        ("had too little free disk", "had too little free disk"),
+        lambda h, r: h.used_disk_bytes + r.disk_bytes <= h.disk_bytes,
+        lambda r: Host.used_disk_bytes + r.disk_bytes <= Host.disk_bytes,
+    ),
+    Stage(
+        "anti-affinity",
+        ("held a VM of the same group", "held a VM of the same group"),
+        lambda h, r: r.group is None or r.group not in h.groups,
+        _group_clause,
+    ),
+)
+
+
+def sift(hosts: list[Candidate], request: Request) -> tuple[list[Candidate], dict[str, int]]:
+    """The hosts every stage keeps, and how many hosts each stage removed."""
+    removed: dict[str, int] = {}
+    for stage in STAGES:
+        kept = [host for host in hosts if stage.keeps(host, request)]
+        if len(kept) < len(hosts):
+            removed[stage.name] = len(hosts) - len(kept)
+        hosts = kept
+    return hosts, removed
+
+
+def explain(removed: dict[str, int]) -> str:
+    """`3 hosts had too few free cores, 1 was draining`, in stage order."""
+    by_name = {stage.name: stage for stage in STAGES}
+    parts = [by_name[name].says(count) for name, count in removed.items()]
+    if parts:
+        first, *rest = parts
+        parts = [first.replace(" ", " host " if first.startswith("1 ") else " hosts ", 1), *rest]
+    return ", ".join(parts) or "there is no host"
+
+
+def offered_cores(host: Candidate, memory_per_core: float) -> int:
+    """The cores a host can give VMs of `memory_per_core`: all of them, or as many as its
+    memory backs. A 32-core, 128 GiB host offers 8 GiB-per-core VMs 16 cores; it is used
+    with fewer cores rather than refused."""
+    return min(math.floor(host.core_capacity), math.floor(host.memory_capacity / memory_per_core))
