@@ -41,6 +41,13 @@ class EngineSettings(BaseSettings):
 class Settings(EngineSettings):
     """Everything a nubis process reads from its environment."""
 
+    host_unreachable_seconds: float = Field(default=10.0, gt=0)
+    """A host without a heartbeat for this long is `unreachable` (an alert)."""
+    host_dead_seconds: float = Field(default=30.0, gt=0)
+    """A host without a heartbeat for this long is `dead`."""
+    placement_policy: str = Field(default="spread", pattern="^(spread|pack)$")
+    """`spread`: the least used host that fits; `pack`: the most used."""
+
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
     """SQLAlchemy URL; empty means SQLite in the data dir."""
@@ -54,6 +61,8 @@ class Settings(EngineSettings):
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:
+        if self.host_dead_seconds <= self.host_unreachable_seconds:
+            raise ValueError("NUBIS_HOST_DEAD_SECONDS must be longer than ..._UNREACHABLE_SECONDS")
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'nubis.db'}"
         return self

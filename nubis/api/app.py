@@ -9,14 +9,25 @@ from nubis.api import openapi, problems
 from nubis.api.idempotency import Idempotency
 from nubis.api.limits import BodyLimit
 from nubis.api.paths import EncodedSlashes
-from nubis.api.routes import admin, auth, health, members, projects, ssh_keys, tokens, users
+from nubis.api.routes import (
+    admin,
+    agent,
+    auth,
+    health,
+    members,
+    projects,
+    ssh_keys,
+    tokens,
+    users,
+)
+from nubis.config import Settings
 from nubis.db import Database
 from nubis.secretbox import SecretBox
 
-ROUTERS = (health, auth, users, projects, members, tokens, ssh_keys, admin)
+ROUTERS = (health, auth, users, projects, members, tokens, ssh_keys, admin, agent)
 
 
-def create_app(db: Database, secret_box: SecretBox) -> FastAPI:
+def create_app(db: Database, secret_box: SecretBox, settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="nubis",
         version=__version__,
@@ -27,6 +38,7 @@ def create_app(db: Database, secret_box: SecretBox) -> FastAPI:
     )
     app.state.database = db
     app.state.secret_box = secret_box
+    app.state.settings = settings or Settings()
     problems.install(app)
     for module in ROUTERS:
         app.include_router(module.router)

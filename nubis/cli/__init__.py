@@ -14,7 +14,7 @@ import typer
 from typer._click import Command, Context
 from typer.core import TyperGroup
 
-from nubis.cli import account, project, ssh_key, token
+from nubis.cli import account, agent, project, ssh_key, token
 from nubis.cli.output import fail
 from nubis.errors import NubisError
 
@@ -66,6 +66,7 @@ app = typer.Typer(
     add_completion=False,
 )
 account.register(app)
+agent.register(app)
 project.register(app)
 token.register(app)
 ssh_key.register(app)

@@ -8,6 +8,7 @@ import typer
 from sqlalchemy import select
 
 from nubis.cli.admin_account import audit, user_app
+from nubis.cli.admin_host import host_app, location_app
 from nubis.cli.output import JsonOption, console, emit_json, fail, show, table
 from nubis.cli.store import database
 from nubis.db.migrate import current_revision, upgrade
@@ -21,6 +22,8 @@ strand_app = typer.Typer(help="Strands: the engine's durable state machines.", n
 app.add_typer(db_app, name="db")
 app.add_typer(strand_app, name="strand")
 app.add_typer(user_app, name="user")
+app.add_typer(location_app, name="location")
+app.add_typer(host_app, name="host")
 app.command()(audit)
 
 

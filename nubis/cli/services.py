@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import signal
+import socket
 import threading
+from datetime import timedelta
 from typing import Annotated
 
 import typer
 import uvicorn
 from sqlalchemy import select
 
+from nubis import hosts
+from nubis.agent import hardware
+from nubis.agent.runner import CREDENTIAL_FILE, Agent
 from nubis.api import create_app
 from nubis.auth import accounts
 from nubis.cli.output import console, fail
@@ -19,7 +25,7 @@ from nubis.config import Settings
 from nubis.db import Database
 from nubis.db.migrate import current_revision, head_revision, upgrade
 from nubis.engine.worker import Worker
-from nubis.models import User
+from nubis.models import Flooding, Location, User
 from nubis.secretbox import SecretBox
 
 FIRST_OPERATOR_EMAIL = "admin@localhost"
@@ -61,8 +67,14 @@ def up(
     db = Database.connect(settings.database_url, pool_size=settings.worker_threads + 4)
     upgrade(db)
     first_login = _first_operator(db)
+    local_agent = _local_agent(db, settings)
     worker = Worker(db, settings, threads=settings.worker_threads)
     worker.start()
+    agent_stop = threading.Event()
+    agent_thread = threading.Thread(
+        target=local_agent.run, args=(agent_stop,), name="agent", daemon=True
+    )
+    agent_thread.start()
     api_url = settings.api_url
     console.print("nubis is up", style="bold green")
     console.print(
@@ -82,6 +94,8 @@ def up(
     try:
         _serve(db, settings)
     finally:
+        agent_stop.set()
+        agent_thread.join(15)
         worker.stop()
         db.dispose()
         console.print("nubis stopped.")
@@ -135,9 +149,32 @@ def _first_operator(db: Database) -> tuple[str, str] | None:
         return user.email, password
 
 
+def _local_agent(db: Database, settings: Settings) -> Agent:
+    """The agent of this machine, joined (on the first start) to the location `local`,
+    which is made with a random private /48 if there is no location yet."""
+    state_dir = settings.data_dir / "agent"
+    join_token = None
+    if not (state_dir / CREDENTIAL_FILE).exists():
+        with db.transaction() as session:
+            location = session.scalars(select(Location).order_by(Location.id)).first()
+            if location is None:
+                location = hosts.create_location(
+                    session, "local", _private_prefix(), flooding=Flooding.MULTICAST
+                )
+            join_token = hosts.issue_join_token(session, location.id, timedelta(hours=1))
+    report = hardware.report(socket.gethostname(), settings.api_url, state_dir)
+    return Agent(settings.api_url, state_dir, report, join_token=join_token)
+
+
+def _private_prefix() -> str:
+    """A random unique local /48 (RFC 4193)."""
+    global_id = secrets.randbits(40)
+    return str(ipaddress.IPv6Network(((0xFD << 120) | (global_id << 80), 48)))
+
+
 def _serve(db: Database, settings: Settings) -> None:
     """Serve the API until SIGINT or SIGTERM, then return normally."""
-    app = create_app(db, SecretBox.from_file(settings.secret_key_path))
+    app = create_app(db, SecretBox.from_file(settings.secret_key_path), settings)
     config = uvicorn.Config(
         app,
         host=settings.api_host,

@@ -384,6 +384,15 @@ CASES = [
          _fixed("/v1/admin/users/{target}", {"disabled": True})),
     Case("GET", "/v1/admin/audit",
          (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/audit")),
+    # Hosts, not people, call the agent API: no user's token opens it.
+    Case("POST", "/v1/agent/register",
+         (401, 401, 401, 401, 401, 401, 401, 401, 401),
+         _fixed("/v1/agent/register", {"join_token": "nubis_join_bogus", "host": {
+             "name": "h1", "arch": "x86_64", "cores": 2, "threads": 2, "memory_bytes": 2**30,
+             "hugepages": 0, "disk_bytes": 2**30, "underlay_address": "fd00::1",
+             "acceleration": "tcg"}})),
+    Case("POST", "/v1/agent/heartbeat",
+         (401, 401, 401, 401, 401, 401, 401, 401, 401), _fixed("/v1/agent/heartbeat", {})),
 ]
 # fmt: on
 

@@ -1,0 +1,175 @@
+"""Hosts: joining with a one-time token, heartbeats, allocation states, removal.
+
+Every change to a host is written to its event log in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+from datetime import timedelta
+from uuid import UUID
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nubis.clock import now
+from nubis.config import Settings
+from nubis.engine import strand
+from nubis.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from nubis.ids import Kind
+from nubis.models import Allocation, AllocationState, Health, Host, HostEvent, JoinToken, Location
+from nubis.names import check_name, ref_clause
+from nubis.protocol import HostReport
+
+JOIN_TOKEN_PREFIX = "nubis_join_"
+CREDENTIAL_PREFIX = "nubis_host_"
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def record(session: Session, host_id: UUID, kind: str, detail: str) -> None:
+    session.add(HostEvent(host_id=host_id, kind=kind, detail=detail))
+
+
+def create_location(
+    session: Session, name: str, prefix: str, *, display_name: str | None = None, flooding: str
+) -> Location:
+    check_name(name)
+    try:
+        network = ipaddress.IPv6Network(prefix)
+    except ValueError as error:
+        raise InvalidInput(f"{prefix!r} is not an IPv6 prefix: {error}") from None
+    if network.prefixlen > 56:
+        raise InvalidInput(f"{prefix} is too small: a location needs a /56 or larger")
+    if session.scalar(select(Location.id).where(Location.name == name)) is not None:
+        raise Conflict(f"a location named {name!r} exists already")
+    location = Location(
+        name=name, display_name=display_name or name, prefix=str(network), flooding=flooding
+    )
+    session.add(location)
+    session.flush()
+    return location
+
+
+def location(session: Session, ref: str) -> Location:
+    found = session.scalars(
+        select(Location).where(ref_clause(Kind.LOCATION, Location.id, Location.name, ref))
+    ).one_or_none()
+    if found is None:
+        raise NotFound(f"no location {ref!r}")
+    return found
+
+
+def issue_join_token(session: Session, location_id: UUID, lifetime: timedelta) -> str:
+    """A secret that lets one host join the location, once, within `lifetime`."""
+    secret = JOIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        JoinToken(
+            location_id=location_id, secret_sha256=_digest(secret), expires_at=now() + lifetime
+        )
+    )
+    return secret
+
+
+def register(
+    session: Session, join_token: str, report: HostReport, settings: Settings
+) -> tuple[Host, str]:
+    """Spend a join token on a new host; the host and its credential (shown once)."""
+    token = session.scalars(
+        select(JoinToken).where(JoinToken.secret_sha256 == _digest(join_token)).with_for_update()
+    ).one_or_none()
+    if token is None or token.used_by is not None or token.expires_at <= now():
+        raise Unauthenticated("the join token is not valid: unknown, used or expired")
+    if session.scalar(select(Host.id).where(Host.name == report.name)) is not None:
+        raise Conflict(f"a host named {report.name!r} exists already; remove it first")
+    try:
+        underlay = ipaddress.ip_address(report.underlay_address)
+    except ValueError:
+        raise InvalidInput(f"{report.underlay_address!r} is not an address") from None
+    credential = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+    host = Host(
+        location_id=token.location_id,
+        name=report.name,
+        credential_sha256=_digest(credential),
+        arch=report.arch,
+        acceleration=report.acceleration,
+        underlay_address=str(underlay),
+        cores=report.cores,
+        threads=max(report.threads, report.cores),
+        memory_bytes=report.memory_bytes,
+        hugepages=report.hugepages,
+        disk_bytes=report.disk_bytes,
+    )
+    session.add(host)
+    session.flush()
+    token.used_by = host.id
+    from nubis.progs.host import HostMonitor  # noqa: PLC0415 (the prog imports this module)
+
+    host.monitor_id = strand.start(
+        session,
+        HostMonitor,
+        {
+            "host": str(host.id),
+            "unreachable": settings.host_unreachable_seconds,
+            "dead": settings.host_dead_seconds,
+        },
+    )
+    record(
+        session,
+        host.id,
+        "joined",
+        f"{report.cores} cores, {report.memory_bytes} bytes of memory, {report.hugepages} "
+        f"huge pages, {report.disk_bytes} bytes of disk, {report.arch}, {report.acceleration}, "
+        f"underlay {underlay}",
+    )
+    return host, credential
+
+
+def authenticate(session: Session, credential: str) -> Host:
+    host = session.scalars(
+        select(Host).where(Host.credential_sha256 == _digest(credential))
+    ).one_or_none()
+    if host is None:
+        raise Unauthenticated("not a host credential")
+    return host
+
+
+def heartbeat(session: Session, host: Host) -> None:
+    host.last_heartbeat_at = now()
+    if host.health != Health.ONLINE and host.monitor_id is not None:
+        strand.incr(session, host.monitor_id, "heartbeat")
+
+
+def find(session: Session, ref: str, *, lock: bool = False) -> Host:
+    query = select(Host).where(ref_clause(Kind.HOST, Host.id, Host.name, ref))
+    host = session.scalars(query.with_for_update() if lock else query).one_or_none()
+    if host is None:
+        raise NotFound(f"no host {ref!r}")
+    return host
+
+
+def set_allocation_state(session: Session, host: Host, state: AllocationState, why: str) -> bool:
+    """Move a host to `state`; False if it was there already."""
+    if host.allocation_state == state:
+        return False
+    record(session, host.id, "allocation_state", f"{host.allocation_state} -> {state}: {why}")
+    host.allocation_state = state
+    return True
+
+
+def remove(session: Session, host: Host) -> None:
+    """Forget a host that holds nothing; its monitor stops."""
+    held = session.scalar(
+        select(func.count()).select_from(Allocation).where(Allocation.host_id == host.id)
+    )
+    if held:
+        raise Conflict(
+            f"host {host.name} still holds {held} placement(s); drain it and move them first"
+        )
+    if host.monitor_id is not None:
+        strand.incr(session, host.monitor_id, "remove")
+    session.delete(host)
