@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -125,8 +126,21 @@ def test_up_exits_cleanly_when_asked_to_stop(tmp_path: Path, stop: signal.Signal
     assert run.returncode == 0
 
 
+def _hosts(data_dir: Path) -> list[dict[str, str]]:
+    listed = subprocess.run(
+        [sys.executable, "-m", "nubis", "admin", "host", "list", "--json"],
+        env={**os.environ, "NUBIS_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    hosts: list[dict[str, str]] = json.loads(listed.stdout)
+    return hosts
+
+
 @pytest.mark.slow
-def test_up_on_a_new_data_dir_makes_an_operator_and_says_once_how_to_log_in(
+def test_up_on_a_new_data_dir_makes_an_operator_and_joins_this_machine_as_a_host(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
@@ -148,6 +162,11 @@ def test_up_on_a_new_data_dir_makes_an_operator_and_says_once_how_to_log_in(
             timeout=10.0,
         )
         assert me.json()["is_operator"] is True
+        deadline = time.monotonic() + START_SECONDS
+        while not (listed := _hosts(data_dir)) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the agent joins once the API answers
+        (local,) = listed
+        assert (local["location"], local["health"]) == ("local", "online")
 
     first = _up_then_stop(data_dir, tmp_path / "first", while_up=log_in)
     assert first.returncode == 0, first.stderr
