@@ -45,8 +45,6 @@ class Settings(EngineSettings):
     """A host without a heartbeat for this long is `unreachable` (an alert)."""
     host_dead_seconds: float = Field(default=30.0, gt=0)
     """A host without a heartbeat for this long is `dead`."""
-    placement_policy: str = Field(default="spread", pattern="^(spread|pack)$")
-    """`spread`: the least used host that fits; `pack`: the most used."""
 
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
