@@ -161,6 +161,26 @@ def set_allocation_state(session: Session, host: Host, state: AllocationState, w
     return True
 
 
+def set_ratios(session: Session, host: Host, cpu: float | None, memory: float | None) -> None:
+    """Change a host's overcommit ratios; refused if what it holds would no longer fit."""
+    cpu = host.cpu_ratio if cpu is None else cpu
+    memory = host.memory_ratio if memory is None else memory
+    if cpu <= 0 or memory <= 0:
+        raise InvalidInput("overcommit ratios must be above 0")
+    if host.used_cores > host.cores * cpu or host.used_memory_bytes > host.memory_bytes * memory:
+        raise Conflict(
+            f"host {host.name} holds more than those ratios allow "
+            f"({host.used_cores} cores, {host.used_memory_bytes} bytes of memory in use)"
+        )
+    record(
+        session,
+        host.id,
+        "ratios",
+        f"cpu {host.cpu_ratio} -> {cpu}, memory {host.memory_ratio} -> {memory}",
+    )
+    host.cpu_ratio, host.memory_ratio = cpu, memory
+
+
 def remove(session: Session, host: Host) -> None:
     """Forget a host that holds nothing; its monitor stops."""
     held = session.scalar(

@@ -149,6 +149,19 @@ def host_maintenance(host: str) -> None:
     _set_state(host, AllocationState.MAINTENANCE, "put in maintenance by an operator")
 
 
+@host_app.command("overcommit")
+def host_overcommit(
+    host: str,
+    cpu: Annotated[float | None, typer.Option(help="vCPUs per core, e.g. 4.0.")] = None,
+    memory: Annotated[float | None, typer.Option(help="Memory overcommit, e.g. 1.5.")] = None,
+) -> None:
+    """Set the host's overcommit ratios (1.0: none)."""
+    with database() as db, db.transaction() as session:
+        found = hosts.find(session, host, lock=True)
+        hosts.set_ratios(session, found, cpu, memory)
+        console.print(f"{host}: cpu ratio {found.cpu_ratio}, memory ratio {found.memory_ratio}")
+
+
 @host_app.command("remove")
 def host_remove(host: str) -> None:
     """Forget a host that holds no VMs (its agent must join again to come back)."""

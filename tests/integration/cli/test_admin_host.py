@@ -118,3 +118,21 @@ def test_a_join_token_of_an_unknown_location_is_refused(cli: CliRunner) -> None:
     refused = _run(cli, "host", "join-token", "--location", "nowhere", "--expires-in", "1h")
     assert refused.exit_code == 1
     assert "no location 'nowhere'" in refused.stderr
+
+
+def test_overcommit_ratios_change_capacity_but_never_below_what_is_held(
+    cli: CliRunner, db: Database
+) -> None:
+    _run(cli, "location", "create", "fra1", "--prefix", "2001:db8:1::/48")
+    _join(db, _run(cli, "host", "join-token", "--location", "fra1").stdout.strip())
+    with db.transaction() as session:
+        location = session.scalars(select(Location)).one()
+        place(session, Request(location.id, 6, 4 * GIB, 20 * GIB), "vm-a")
+    raised = _run(cli, "host", "overcommit", "h1", "--cpu", "2")
+    assert raised.stdout == "h1: cpu ratio 2.0, memory ratio 1.0\n"
+    with db.transaction() as session:
+        location = session.scalars(select(Location)).one()
+        place(session, Request(location.id, 8, 4 * GIB, 20 * GIB), "vm-b")
+    refused = _run(cli, "host", "overcommit", "h1", "--cpu", "1")
+    assert refused.exit_code == 1
+    assert "holds more than those ratios allow" in refused.stderr
