@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from nubis import __version__
 from nubis.api import openapi, problems
+from nubis.api.deps import known_query_only
 from nubis.api.idempotency import Idempotency
 from nubis.api.limits import BodyLimit
 from nubis.api.paths import EncodedSlashes
@@ -35,6 +36,7 @@ def create_app(db: Database, secret_box: SecretBox, settings: Settings | None = 
         docs_url="/v1/docs",
         redoc_url=None,
         generate_unique_id_function=lambda route: route.name,
+        dependencies=[Depends(known_query_only)],
     )
     app.state.database = db
     app.state.secret_box = secret_box

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from nubis.auth import tokens
 from nubis.auth.authz import Principal
 from nubis.db import Database
-from nubis.errors import Unauthenticated
+from nubis.errors import InvalidInput, Unauthenticated
 from nubis.secretbox import SecretBox
 
 
@@ -48,3 +50,25 @@ def client_address(request: Request) -> str:
 
 
 SourceDep = Annotated[str, Depends(client_address)]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not take: a misspelt `limit` or filter
+    would otherwise be ignored without a word."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    taken = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter(s): {', '.join(unknown)}",
+            errors={name: "not a parameter of this route" for name in unknown},
+        )

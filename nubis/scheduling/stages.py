@@ -196,7 +196,8 @@ def sift(hosts: list[Candidate], request: Request) -> tuple[list[Candidate], dic
 
 
 def explain(removed: dict[str, int]) -> str:
-    """`3 hosts had too few free cores, 1 was draining`, in stage order."""
+    """`3 hosts had too few free cores, 1 was draining`, in the order of `removed` (which
+    `sift` gives in stage order)."""
     by_name = {stage.name: stage for stage in STAGES}
     parts = [by_name[name].says(count) for name, count in removed.items()]
     if parts:
@@ -205,8 +206,14 @@ def explain(removed: dict[str, int]) -> str:
     return ", ".join(parts) or "there is no host"
 
 
-def offered_cores(host: Candidate, memory_per_core: float) -> int:
-    """The cores a host can give VMs of `memory_per_core`: all of them, or as many as its
-    memory backs. A 32-core, 128 GiB host offers 8 GiB-per-core VMs 16 cores; it is used
-    with fewer cores rather than refused."""
-    return min(math.floor(host.core_capacity), math.floor(host.memory_capacity / memory_per_core))
+def offered_cores(host: Candidate, request: Request) -> int:
+    """The cores an empty `host` gives VMs shaped like `request`, all told: as many VMs as
+    both its cores and its memory hold. A host whose memory per core is below the VMs' is
+    used with fewer cores rather than refused: a 32-core, 128 GiB host offers 1-core,
+    8 GiB VMs 16 cores. On a host with huge pages each VM takes whole 1 GiB pages."""
+    by_cores = math.floor(host.core_capacity / request.cores)
+    if host.hugepages:
+        by_memory = host.hugepages // request.hugepages
+    else:
+        by_memory = math.floor(host.memory_bytes * host.memory_ratio / request.memory_bytes)
+    return min(by_cores, by_memory) * request.cores

@@ -156,3 +156,10 @@ def test_an_encoded_slash_in_a_path_is_not_found(people: People) -> None:
     people.project("web", {alice: Role.OWNER})
     problem(alice.get("/v1/projects/web%2Fmembers"), 404, "not_found")
     assert alice.get("/v1/projects/web/members").status_code == 200
+
+
+def test_an_unknown_query_parameter_is_refused_with_its_name(people: People) -> None:
+    alice = people.user("alice")
+    refused = problem(alice.get("/v1/projects", params={"limt": 5}), 422)
+    assert refused["errors"] == {"limt": "not a parameter of this route"}
+    assert alice.get("/v1/projects", params={"limit": 5}).status_code == 200

@@ -337,28 +337,33 @@ def test_a_request_s_memory_per_core() -> None:
 
 
 def test_a_32_core_128_gib_host_offers_16_cores_to_8_gib_per_core_vms() -> None:
-    assert offered_cores(host(), 8 * GIB) == 16
+    assert offered_cores(host(), vm(cores=1, memory_bytes=8 * GIB)) == 16
 
 
 def test_a_host_offers_every_core_when_its_memory_backs_them_all() -> None:
-    assert offered_cores(host(), 4 * GIB) == 32
-    assert offered_cores(host(), 2 * GIB) == 32
+    assert offered_cores(host(), vm(cores=1, memory_bytes=4 * GIB)) == 32
+    assert offered_cores(host(), vm(cores=1, memory_bytes=2 * GIB)) == 32
 
 
 def test_offered_cores_round_down_to_whole_cores() -> None:
-    assert offered_cores(host(), 5 * GIB) == 25  # 25.6
-    assert offered_cores(host(cores=3, cpu_ratio=1.5), GIB) == 4  # 4.5
+    assert offered_cores(host(), vm(cores=1, memory_bytes=5 * GIB)) == 25  # 25.6
+    assert offered_cores(host(cores=3, cpu_ratio=1.5), vm(cores=1, memory_bytes=GIB)) == 4  # 4.5
 
 
 def test_offered_cores_count_overcommit_of_cores_and_memory() -> None:
-    assert offered_cores(host(cpu_ratio=2.0), 2 * GIB) == 64
-    assert offered_cores(host(cpu_ratio=2.0), 4 * GIB) == 32
-    assert offered_cores(host(cpu_ratio=2.0, memory_ratio=2.0), 4 * GIB) == 64
+    assert offered_cores(host(cpu_ratio=2.0), vm(cores=1, memory_bytes=2 * GIB)) == 64
+    assert offered_cores(host(cpu_ratio=2.0), vm(cores=1, memory_bytes=4 * GIB)) == 32
+    assert (
+        offered_cores(host(cpu_ratio=2.0, memory_ratio=2.0), vm(cores=1, memory_bytes=4 * GIB))
+        == 64
+    )
 
 
 def test_a_hugepage_host_offers_the_cores_its_pages_back() -> None:
-    assert offered_cores(host(hugepages=64), 8 * GIB) == 8
-    assert offered_cores(host(hugepages=64, memory_ratio=4.0), 8 * GIB) == 8
+    assert offered_cores(host(hugepages=64), vm(cores=1, memory_bytes=8 * GIB)) == 8
+    assert (
+        offered_cores(host(hugepages=64, memory_ratio=4.0), vm(cores=1, memory_bytes=8 * GIB)) == 8
+    )
 
 
 def filled(shape: Candidate, vm_cores: int, vm_memory: int) -> Candidate:
@@ -389,7 +394,9 @@ def test_offered_cores_are_the_cores_1_core_vms_of_that_memory_take(
         cores=cores, cpu_ratio=cpu_ratio, memory_bytes=memory_bytes, memory_ratio=memory_ratio
     )
 
-    assert filled(shape, 1, per_core).used_cores == offered_cores(shape, per_core)
+    assert filled(shape, 1, per_core).used_cores == offered_cores(
+        shape, vm(cores=1, memory_bytes=per_core)
+    )
 
 
 @settings(max_examples=100)
@@ -405,18 +412,14 @@ def test_offered_cores_on_a_hugepage_host_are_what_vms_of_whole_gib_per_core_tak
     shape = host(cores=cores, hugepages=hugepages)
     memory = vm_cores * gib_per_core * GIB
 
-    offered = offered_cores(shape, gib_per_core * GIB)
+    offered = offered_cores(shape, vm(cores=vm_cores, memory_bytes=memory))
 
-    assert filled(shape, vm_cores, memory).used_cores == offered // vm_cores * vm_cores
+    assert filled(shape, vm_cores, memory).used_cores == offered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="offered_cores divides pages by memory per core; each VM rounds up to whole pages",
-)
 def test_offered_cores_on_a_hugepage_host_count_the_pages_each_vm_rounds_up_to() -> None:
     # 12 pages; a 1-core 1.5 GiB VM takes 2 of them, so six such VMs fit, not eight.
     paged = host(hugepages=12)
 
     assert filled(paged, 1, 3 * GIB // 2).used_cores == 6
-    assert offered_cores(paged, 3 * GIB // 2) == 6
+    assert offered_cores(paged, vm(cores=1, memory_bytes=3 * GIB // 2)) == 6
