@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select, true
+from sqlalchemy import ColumnElement, and_, or_, select, true
 
 from nubis.models import Allocation, AllocationState, Health, Host
 
@@ -107,10 +107,10 @@ def _memory_clause(request: Request) -> ColumnElement[bool]:
 def _group_clause(request: Request) -> ColumnElement[bool]:
     if request.group is None:
         return true()
-    return ~exists(
-        select(Allocation.id).where(
-            Allocation.host_id == Host.id, Allocation.affinity_group == request.group
-        )
+    # NOT IN over an uncorrelated subquery: evaluated once per statement, where a
+    # correlated NOT EXISTS is run per host under a prepared statement's generic plan.
+    return Host.id.not_in(
+        select(Allocation.host_id).where(Allocation.affinity_group == request.group)
     )
 
 
