@@ -26,6 +26,7 @@ format: deps
 
 bench: deps postgres
 	$(BIN)/python bench/engine.py --quick
+	$(BIN)/python bench/scheduler.py --quick
 
 system:
 	@tools/install-system-packages
