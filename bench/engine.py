@@ -26,37 +26,19 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.progs import Chain, Waiter  # noqa: E402
+from bench.store import postgres_database  # noqa: E402
 from nubis.db import Database  # noqa: E402
 from nubis.db.migrate import upgrade  # noqa: E402
 from nubis.engine import incr, start  # noqa: E402
 from nubis.models.engine import Strand, StrandStatus  # noqa: E402
 
-POSTGRES_URL = os.environ.get(
-    "NUBIS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 THREADS_PER_WORKER = 2
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    admin = make_url(POSTGRES_URL).set(drivername="postgresql")
-    conninfo = admin.render_as_string(hide_password=False)
-    name = f"nubis_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

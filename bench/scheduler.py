@@ -19,29 +19,25 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import queue
 import random
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from sqlalchemy import and_, func, insert, or_, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.store import postgres_database  # noqa: E402
 from nubis.db import Database  # noqa: E402
 from nubis.db.migrate import upgrade  # noqa: E402
 from nubis.errors import NoCapacity  # noqa: E402
@@ -50,9 +46,6 @@ from nubis.scheduling.allocator import differences, place  # noqa: E402
 from nubis.scheduling.stages import GIB, Request  # noqa: E402
 from nubis.scheduling.weigher import Policy  # noqa: E402
 
-POSTGRES_URL = os.environ.get(
-    "NUBIS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 HOSTS = 1000
 SEED = 20240601
 TIB = 1024 * GIB
@@ -65,20 +58,6 @@ VM_CORES = (1, 2, 4, 8, 16)
 VM_WEIGHTS = (30, 30, 20, 15, 5)
 RETRIES = 3
 """Tries per placement when the database aborts one (a deadlock, say), as a prog would."""
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    admin = make_url(POSTGRES_URL).set(drivername="postgresql")
-    conninfo = admin.render_as_string(hide_password=False)
-    name = f"nubis_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(conninfo, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _hosts(location_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
