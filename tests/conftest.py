@@ -31,17 +31,17 @@ def _admin_conninfo() -> str:
     return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _postgres_url(name: str) -> str:
+def postgres_database_url(name: str) -> str:
     return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
 
 
-def _create_database(name: str, template: str | None = None) -> None:
+def create_database(name: str, template: str | None = None) -> None:
     with psycopg.connect(_admin_conninfo(), autocommit=True) as connection:
         suffix = f' TEMPLATE "{template}"' if template else ""
         connection.execute(f'CREATE DATABASE "{name}"{suffix}')
 
 
-def _drop_database(name: str) -> None:
+def drop_database(name: str) -> None:
     with psycopg.connect(_admin_conninfo(), autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -62,12 +62,12 @@ def run_id() -> str:
 @pytest.fixture(scope="session")
 def postgres_template(run_id: str) -> Iterator[str]:
     name = f"nubis_test_{run_id}_template"
-    _create_database(name)
+    create_database(name)
     try:
-        _migrated(_postgres_url(name))
+        _migrated(postgres_database_url(name))
         yield name
     finally:
-        _drop_database(name)
+        drop_database(name)
 
 
 @pytest.fixture(scope="session")
@@ -87,22 +87,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) ->
         return
     template = request.getfixturevalue("postgres_template")
     name = f"nubis_test_{run_id}_{uuid.uuid4().hex[:8]}"
-    _create_database(name, template)
+    create_database(name, template)
     try:
-        yield _postgres_url(name)
+        yield postgres_database_url(name)
     finally:
-        _drop_database(name)
+        drop_database(name)
 
 
 @pytest.fixture
 def postgres_url(run_id: str, postgres_template: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database, for tests that only PostgreSQL can run."""
     name = f"nubis_test_{run_id}_{uuid.uuid4().hex[:8]}"
-    _create_database(name, postgres_template)
+    create_database(name, postgres_template)
     try:
-        yield _postgres_url(name)
+        yield postgres_database_url(name)
     finally:
-        _drop_database(name)
+        drop_database(name)
 
 
 @pytest.fixture

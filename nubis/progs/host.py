@@ -27,9 +27,7 @@ def health_after(silence: float, unreachable: float, dead: float) -> Health:
 
 
 class HostMonitor(Prog):
-    @label
-    def start(self) -> None:
-        self.hop("watch")
+    start_label = "watch"
 
     @label
     def watch(self) -> None:

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from nubis.db import Database
-from tests.conftest import REPO, STORES, _create_database, _drop_database, _postgres_url
+from tests.conftest import REPO, STORES, create_database, drop_database, postgres_database_url
 
 START_SECONDS = 30.0
 STOP_SECONDS = 15.0
@@ -74,11 +74,11 @@ def shared_database_url(
         return
     template = request.getfixturevalue("postgres_template")
     name = f"nubis_test_{run_id}_{uuid.uuid4().hex[:8]}"
-    _create_database(name, template)
+    create_database(name, template)
     try:
-        yield _postgres_url(name)
+        yield postgres_database_url(name)
     finally:
-        _drop_database(name)
+        drop_database(name)
 
 
 def _wait_healthy(process: subprocess.Popen[bytes], url: str, store: str, log: Path) -> None:
