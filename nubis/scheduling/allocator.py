@@ -9,19 +9,43 @@ no row and does nothing, so capacity comes back exactly once, whatever crashes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import Select, Update, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nubis.errors import NoCapacity
 from nubis.models import Allocation, Host, Location
-from nubis.scheduling.stages import GIB, STAGES, Candidate, Request, explain, sift
+from nubis.scheduling import stages
+from nubis.scheduling.stages import (
+    GIB,
+    STAGES,
+    Candidate,
+    Request,
+    Shape,
+    explain,
+    parameters,
+    sift,
+)
 from nubis.scheduling.weigher import Policy, order_clause
 
 CANDIDATES = 8
 """Hosts tried, best first, before placement looks again from scratch."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What a consumer holds, and where."""
+
+    consumer: str
+    host_id: UUID
+    cores: int
+    memory_bytes: int
+    hugepages: int
+    disk_bytes: int
 
 
 def candidates(session: Session, request: Request) -> list[Candidate]:
@@ -45,73 +69,112 @@ def candidates(session: Session, request: Request) -> list[Candidate]:
     ]
 
 
-def _take(session: Session, host_id: UUID, request: Request, consumer: str) -> Allocation | None:
-    """Reserve on one host if every stage still keeps it; None if it no longer does."""
-    taken = session.execute(
-        update(Host)
-        .where(Host.id == host_id, *(stage.clause(request) for stage in STAGES))
-        .values(
-            used_cores=Host.used_cores + request.cores,
-            used_memory_bytes=Host.used_memory_bytes
-            + case((Host.hugepages == 0, request.memory_bytes), else_=0),
-            used_hugepages=Host.used_hugepages
-            + case((Host.hugepages > 0, request.hugepages), else_=0),
-            used_disk_bytes=Host.used_disk_bytes + request.disk_bytes,
-        )
-        .returning(Host.hugepages)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if taken is None:
-        return None
-    allocation = Allocation(
-        host_id=host_id,
-        consumer=consumer,
-        cores=request.cores,
-        memory_bytes=0 if taken else request.memory_bytes,
-        hugepages=request.hugepages if taken else 0,
-        disk_bytes=request.disk_bytes,
-        affinity_group=request.group,
+_CONSUMER = bindparam("p_consumer", type_=Allocation.consumer.type)
+_CHOSEN = bindparam("p_chosen", type_=Host.id.type)
+_HELD = (
+    Allocation.host_id,
+    Allocation.cores,
+    Allocation.memory_bytes,
+    Allocation.hugepages,
+    Allocation.disk_bytes,
+)
+_EXISTING = select(*_HELD).where(Allocation.consumer == _CONSUMER)
+_GROUP_COUNT = (
+    select(func.count())
+    .select_from(Allocation)
+    .where(Allocation.host_id == _CHOSEN, Allocation.affinity_group == stages.GROUP)
+)
+_ALLOCATE = insert(Allocation).values(
+    host_id=_CHOSEN,
+    consumer=_CONSUMER,
+    cores=stages.CORES,
+    memory_bytes=bindparam("p_held_memory_bytes"),
+    hugepages=bindparam("p_held_hugepages"),
+    disk_bytes=stages.DISK_BYTES,
+    affinity_group=stages.GROUP,
+)
+_FREE = delete(Allocation).where(Allocation.consumer == _CONSUMER).returning(*_HELD)
+_GIVE_BACK = (
+    update(Host)
+    .where(Host.id == _CHOSEN)
+    .values(
+        used_cores=Host.used_cores - stages.CORES,
+        used_memory_bytes=Host.used_memory_bytes - stages.MEMORY_BYTES,
+        used_hugepages=Host.used_hugepages - stages.HUGEPAGES,
+        used_disk_bytes=Host.used_disk_bytes - stages.DISK_BYTES,
     )
-    session.add(allocation)
-    session.flush()
-    if request.group is not None and _group_count(session, host_id, request.group) > 1:
-        # Another placement of the group reached this host at the same time (each
-        # statement sees what committed before it, so one of the two sees the other).
-        release(session, consumer)
-        return None
-    return allocation
+)
 
 
-def _group_count(session: Session, host_id: UUID, group: str) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Allocation)
-            .where(Allocation.host_id == host_id, Allocation.affinity_group == group)
+@dataclass(frozen=True)
+class _Statements:
+    choose: Select[UUID]
+    """The best hosts that every stage keeps."""
+    take: Update
+    """Reserve on the chosen host, guarded by every stage again; returns its huge pages."""
+
+
+@functools.cache
+def _statements(shape: Shape, policy: Policy) -> _Statements:
+    guards = [stage.clause(shape) for stage in STAGES]
+    return _Statements(
+        choose=select(Host.id).where(*guards).order_by(*order_clause(policy)).limit(CANDIDATES),
+        take=update(Host)
+        .where(Host.id == _CHOSEN, *guards)
+        .values(
+            used_cores=Host.used_cores + stages.CORES,
+            used_memory_bytes=Host.used_memory_bytes
+            + case((Host.hugepages == 0, stages.MEMORY_BYTES), else_=0),
+            used_hugepages=Host.used_hugepages
+            + case((Host.hugepages > 0, stages.HUGEPAGES), else_=0),
+            used_disk_bytes=Host.used_disk_bytes + stages.DISK_BYTES,
         )
-        or 0
+        .returning(Host.hugepages),
     )
 
 
 def place(
     session: Session, request: Request, consumer: str, policy: Policy = Policy.SPREAD
-) -> Allocation:
+) -> Placement:
     """Reserve what `request` needs on the best host for `consumer`; NoCapacity says why
-    not when nothing fits."""
-    existing = session.scalars(select(Allocation).where(Allocation.consumer == consumer)).first()
+    not when nothing fits. Placing a consumer that holds a placement already answers it."""
+    # Core statements on the session's connection: the ORM's bookkeeping would cost
+    # more than the statements (see docs/hosts.md, Placement speed).
+    connection = session.connection()
+    existing = connection.execute(_EXISTING, {"p_consumer": consumer}).one_or_none()
     if existing is not None:
-        return existing  # placed already: a retried label must not place twice
-    query = (
-        select(Host.id)
-        .where(*(stage.clause(request) for stage in STAGES))
-        .order_by(*order_clause(policy))
-        .limit(CANDIDATES)
-    )
-    for host_id in session.scalars(query).all():
-        allocation = _take(session, host_id, request, consumer)
-        if allocation is not None:
-            return allocation
+        return Placement(consumer, *existing)  # a retried label must not place twice
+    statements = _statements(request.shape, policy)
+    values = parameters(request) | {"p_consumer": consumer}
+    for host_id in connection.execute(statements.choose, values).scalars().all():
+        values["p_chosen"] = host_id
+        paged = connection.execute(statements.take, values).scalar_one_or_none()
+        if paged is None:
+            continue  # it filled up since it was chosen
+        held = _held(request, consumer, host_id, paged > 0)
+        connection.execute(
+            _ALLOCATE,
+            values | {"p_held_memory_bytes": held.memory_bytes, "p_held_hugepages": held.hugepages},
+        )
+        if request.group is not None and connection.execute(_GROUP_COUNT, values).scalar_one() > 1:
+            # Another placement of the group reached this host at the same time (each
+            # statement sees what committed before it, so one of the two sees the other).
+            release(session, consumer)
+            continue
+        return held
     raise NoCapacity(_refusal(session, request))
+
+
+def _held(request: Request, consumer: str, host_id: UUID, paged: bool) -> Placement:
+    """What `request` takes on a host: huge pages where it uses them, else memory."""
+    return Placement(
+        consumer,
+        host_id,
+        request.cores,
+        0 if paged else request.memory_bytes,
+        request.hugepages if paged else 0,
+        request.disk_bytes,
+    )
 
 
 def _refusal(session: Session, request: Request) -> str:
@@ -129,32 +192,19 @@ def _refusal(session: Session, request: Request) -> str:
 
 def release(session: Session, consumer: str) -> bool:
     """Give back what `consumer` holds. False if it holds nothing (given back already)."""
-    freed = session.execute(
-        delete(Allocation)
-        .where(Allocation.consumer == consumer)
-        .returning(
-            Allocation.host_id,
-            Allocation.cores,
-            Allocation.memory_bytes,
-            Allocation.hugepages,
-            Allocation.disk_bytes,
-        )
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+    connection = session.connection()
+    freed = connection.execute(_FREE, {"p_consumer": consumer}).one_or_none()
     if freed is None:
         return False
     host_id, cores, memory, pages, disk = freed
-    session.execute(
-        update(Host)
-        .where(Host.id == host_id)
-        .values(
-            used_cores=Host.used_cores - cores,
-            used_memory_bytes=Host.used_memory_bytes - memory,
-            used_hugepages=Host.used_hugepages - pages,
-            used_disk_bytes=Host.used_disk_bytes - disk,
-        )
-        .execution_options(synchronize_session=False)
-    )
+    values: dict[str, Any] = {
+        "p_chosen": host_id,
+        "p_cores": cores,
+        "p_memory_bytes": memory,
+        "p_hugepages": pages,
+        "p_disk_bytes": disk,
+    }
+    connection.execute(_GIVE_BACK, values)
     return True
 
 

@@ -4,6 +4,10 @@ Each stage is defined once and has two faces that mean the same: `keeps`, a pure
 function of a host and a request (used to explain a refusal, and tested as such), and
 `clause`, the same condition in SQL (used to find candidates, and again as the guard
 of the atomic update that reserves capacity, so a host is never filled past it).
+
+The SQL face depends only on the request's `Shape` and reads the request's numbers
+from bind parameters (`parameters(request)`), so placement builds each statement once
+per shape and reuses it: building SQLAlchemy expressions costs more than running them.
 """
 
 from __future__ import annotations
@@ -11,13 +15,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, and_, or_, select, true
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    or_,
+    select,
+    true,
+)
 
 from nubis.models import Allocation, AllocationState, Health, Host
 
 GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What of a request changes the SQL that places it, not only its parameters."""
+
+    pinned: bool
+    grouped: bool
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,35 @@ class Request:
     @property
     def memory_per_core(self) -> float:
         return self.memory_bytes / self.cores
+
+    @property
+    def shape(self) -> Shape:
+        return Shape(pinned=self.host_id is not None, grouped=self.group is not None)
+
+
+def parameters(request: Request) -> dict[str, Any]:
+    """The values of the bind parameters the stages' SQL reads."""
+    return {
+        "p_location_id": request.location_id,
+        "p_host_id": request.host_id,
+        "p_arch": request.arch,
+        "p_cores": request.cores,
+        "p_memory_bytes": request.memory_bytes,
+        "p_hugepages": request.hugepages,
+        "p_disk_bytes": request.disk_bytes,
+        "p_group": request.group,
+    }
+
+
+# The bind parameters; prefixed, because an UPDATE reserves its columns' names for SET.
+LOCATION_ID = bindparam("p_location_id", type_=Host.location_id.type)
+HOST_ID = bindparam("p_host_id", type_=Host.id.type)
+ARCH = bindparam("p_arch", type_=Host.arch.type)
+CORES = bindparam("p_cores", type_=Integer)
+MEMORY_BYTES = bindparam("p_memory_bytes", type_=BigInteger)
+HUGEPAGES = bindparam("p_hugepages", type_=Integer)
+DISK_BYTES = bindparam("p_disk_bytes", type_=BigInteger)
+GROUP: BindParameter[str] = bindparam("p_group", type_=Allocation.affinity_group.type)
 
 
 @dataclass(frozen=True)
@@ -82,7 +134,7 @@ class Stage:
     refusal: tuple[str, str]
     """What the hosts it removes are: (one host, several hosts)."""
     keeps: Callable[[Candidate, Request], bool]
-    clause: Callable[[Request], ColumnElement[bool]]
+    clause: Callable[[Shape], ColumnElement[bool]]
 
     def says(self, count: int) -> str:
         return f"{count} {self.refusal[0] if count == 1 else self.refusal[1]}"
@@ -94,24 +146,22 @@ def _fits_memory(host: Candidate, request: Request) -> bool:
     return host.used_memory_bytes + request.memory_bytes <= host.memory_bytes * host.memory_ratio
 
 
-def _memory_clause(request: Request) -> ColumnElement[bool]:
+def _memory_clause(shape: Shape) -> ColumnElement[bool]:
     return or_(
-        and_(Host.hugepages > 0, Host.used_hugepages + request.hugepages <= Host.hugepages),
+        and_(Host.hugepages > 0, Host.used_hugepages + HUGEPAGES <= Host.hugepages),
         and_(
             Host.hugepages == 0,
-            Host.used_memory_bytes + request.memory_bytes <= Host.memory_bytes * Host.memory_ratio,
+            Host.used_memory_bytes + MEMORY_BYTES <= Host.memory_bytes * Host.memory_ratio,
         ),
     )
 
 
-def _group_clause(request: Request) -> ColumnElement[bool]:
-    if request.group is None:
+def _group_clause(shape: Shape) -> ColumnElement[bool]:
+    if not shape.grouped:
         return true()
     # NOT IN over an uncorrelated subquery: evaluated once per statement, where a
     # correlated NOT EXISTS is run per host under a prepared statement's generic plan.
-    return Host.id.not_in(
-        select(Allocation.host_id).where(Allocation.affinity_group == request.group)
-    )
+    return Host.id.not_in(select(Allocation.host_id).where(Allocation.affinity_group == GROUP))
 
 
 STAGES: tuple[Stage, ...] = (
@@ -119,49 +169,49 @@ STAGES: tuple[Stage, ...] = (
         "location",
         ("was in another location", "were in another location"),
         lambda h, r: h.location_id == r.location_id,
-        lambda r: Host.location_id == r.location_id,
+        lambda s: Host.location_id == LOCATION_ID,
     ),
     Stage(
         "pin",
         ("was not the requested host", "were not the requested host"),
         lambda h, r: r.host_id is None or h.id == r.host_id,
-        lambda r: true() if r.host_id is None else Host.id == r.host_id,
+        lambda s: Host.id == HOST_ID if s.pinned else true(),
     ),
     Stage(
         "arch",
         ("had another architecture", "had another architecture"),
         lambda h, r: h.arch == r.arch,
-        lambda r: Host.arch == r.arch,
+        lambda s: Host.arch == ARCH,
     ),
     Stage(
         "draining",
         ("was draining", "were draining"),
         lambda h, r: h.allocation_state != AllocationState.DRAINING,
-        lambda r: Host.allocation_state != AllocationState.DRAINING,
+        lambda s: Host.allocation_state != AllocationState.DRAINING,
     ),
     Stage(
         "maintenance",
         ("was in maintenance", "were in maintenance"),
         lambda h, r: h.allocation_state != AllocationState.MAINTENANCE,
-        lambda r: Host.allocation_state != AllocationState.MAINTENANCE,
+        lambda s: Host.allocation_state != AllocationState.MAINTENANCE,
     ),
     Stage(
         "unreachable",
         ("was unreachable", "were unreachable"),
         lambda h, r: h.health != Health.UNREACHABLE,
-        lambda r: Host.health != Health.UNREACHABLE,
+        lambda s: Host.health != Health.UNREACHABLE,
     ),
     Stage(
         "dead",
         ("was dead", "were dead"),
         lambda h, r: h.health != Health.DEAD,
-        lambda r: Host.health != Health.DEAD,
+        lambda s: Host.health != Health.DEAD,
     ),
     Stage(
         "cores",
         ("had too few free cores", "had too few free cores"),
         lambda h, r: h.used_cores + r.cores <= h.cores * h.cpu_ratio,
-        lambda r: Host.used_cores + r.cores <= Host.cores * Host.cpu_ratio,
+        lambda s: Host.used_cores + CORES <= Host.cores * Host.cpu_ratio,
     ),
     Stage(
         "memory",
@@ -173,7 +223,7 @@ STAGES: tuple[Stage, ...] = (
         "disk",
         ("had too little free disk", "had too little free disk"),
         lambda h, r: h.used_disk_bytes + r.disk_bytes <= h.disk_bytes,
-        lambda r: Host.used_disk_bytes + r.disk_bytes <= Host.disk_bytes,
+        lambda s: Host.used_disk_bytes + DISK_BYTES <= Host.disk_bytes,
     ),
     Stage(
         "anti-affinity",
