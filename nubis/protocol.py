@@ -5,6 +5,8 @@ Sizes are bytes, counts are integers.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -41,3 +43,89 @@ class Registered(_Wire):
 
 class Heartbeat(_Wire):
     """I am alive (later: and this is what runs here)."""
+
+
+# Desired state: what the control plane wants a host to run. The agent converges the
+# host to it; whatever is there that it does not name is removed.
+
+MAC_PATTERN = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+
+
+class ImageRef(_Wire):
+    """A base image a VM's disk is an overlay of; the agent fetches it on first use."""
+
+    id: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(gt=0)
+    virtual_size_bytes: int = Field(gt=0)
+
+
+class Nic(_Wire):
+    tap: str = Field(pattern=r"^nt[0-9a-z]{1,13}$")
+    """The tap's interface name (at most 15 characters, `nt…`: the agent owns those)."""
+    mac: str = Field(pattern=MAC_PATTERN)
+    address: str
+    """The NIC's IPv6 address: the host network's /64 and the EUI-64 of `mac`, so the
+    guest's SLAAC address is this one."""
+
+
+class VmSpec(_Wire):
+    id: str
+    """The VM's public id; the agent names what it makes for the VM after it."""
+    hostname: str
+    cores: int = Field(gt=0)
+    memory_bytes: int = Field(gt=0)
+    disk_bytes: int = Field(gt=0)
+    image: ImageRef
+    running: bool
+    """Whether the VM should run (else: exist, stopped)."""
+    reboots: int = Field(ge=0)
+    """Asks for a reboot each time it grows past the number the agent reports."""
+    nics: list[Nic]
+    ssh_keys: list[str]
+    user_data: str | None = None
+
+
+class HostNetwork(_Wire):
+    """The host's own VM network: a bridge on which the host announces a /64 and routes it."""
+
+    bridge: str = Field(pattern=r"^nb[0-9a-z-]{1,13}$")
+    prefix: str
+    """An IPv6 /64, e.g. `fd12:3456:789a:1::/64`."""
+    gateway: str
+    """The host's address on the bridge (the prefix's `::1`)."""
+
+
+class Desired(_Wire):
+    revision: int = Field(ge=0)
+    """Grows with every change; the agent long-polls for a revision past the one it has."""
+    network: HostNetwork
+    vms: list[VmSpec]
+
+
+# Observed state: what the agent sees, reported after each pass and with heartbeats.
+
+
+class VmState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PREPARING = "preparing"
+    """Its image, disk or seed are being made."""
+    ERROR = "error"
+
+
+class VmObserved(_Wire):
+    id: str
+    state: VmState
+    reboots: int = Field(ge=0)
+    """The reboot requests carried out (the desired `reboots` it has reached)."""
+    detail: str = ""
+    """Why, for `error`."""
+
+
+class Status(_Wire):
+    revision: int = Field(ge=0)
+    """The desired revision this describes the host converged to."""
+    vms: list[VmObserved]
+    removed: list[str] = Field(default_factory=list)
+    """What the agent found that no desired state named, and removed (e.g. `tap ntx`)."""
