@@ -22,6 +22,8 @@ from nubis.models.compute import (
     Location,
 )
 from nubis.models.engine import Semaphore, Strand, StrandStatus
+from nubis.models.image import Image, ImageState
+from nubis.models.vm import Nic, Subnet, Vm
 
 __all__ = [
     "Allocation",
@@ -33,15 +35,20 @@ __all__ = [
     "Host",
     "HostEvent",
     "IdempotentRequest",
+    "Image",
+    "ImageState",
     "JoinToken",
     "Location",
     "LoginThrottle",
     "Membership",
+    "Nic",
     "Project",
     "Role",
     "Semaphore",
     "SshKey",
     "Strand",
     "StrandStatus",
+    "Subnet",
     "User",
+    "Vm",
 ]

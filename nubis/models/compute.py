@@ -83,6 +83,10 @@ class Host(Base):
     last_heartbeat_at: Mapped[datetime] = mapped_column(default=now)
     monitor_id: Mapped[UUID | None]
     """The strand that watches this host's heartbeats."""
+    desired_revision: Mapped[int] = mapped_column(default=0, server_default="0")
+    """Grows with every change of what the host should run."""
+    observed_revision: Mapped[int] = mapped_column(default=0, server_default="0")
+    """The desired revision the agent last reported it converged to."""
     created_at: Mapped[datetime] = mapped_column(default=now)
 
     __table_args__ = (

@@ -1,0 +1,80 @@
+"""Virtual machines and their NICs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nubis.clock import now
+from nubis.db.base import Base
+from nubis.ids import new_id
+
+
+class Vm(Base):
+    """A VM. `label` is its prog's label; `running` and `reboots` are what its owner
+    asked for, `observed_*` what its host's agent last reported."""
+
+    __tablename__ = "vm"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    project_id: Mapped[UUID] = mapped_column(ForeignKey("project.id"), index=True)
+    name: Mapped[str] = mapped_column(String(32))
+    location_id: Mapped[UUID] = mapped_column(ForeignKey("location.id"))
+    host_id: Mapped[UUID | None] = mapped_column(ForeignKey("host.id"), index=True)
+    image_id: Mapped[UUID] = mapped_column(ForeignKey("image.id"), index=True)
+    cores: Mapped[int]
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger)
+    ssh_keys: Mapped[list[str]] = mapped_column(JSON)
+    user_data: Mapped[str | None] = mapped_column(Text)
+    affinity_group: Mapped[str | None] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(32), default="create")
+    strand_id: Mapped[UUID | None]
+    running: Mapped[bool] = mapped_column(default=True)
+    reboots: Mapped[int] = mapped_column(default=0)
+    observed: Mapped[str | None] = mapped_column(String(16))
+    observed_reboots: Mapped[int] = mapped_column(default=0)
+    observed_detail: Mapped[str] = mapped_column(Text, default="")
+    failure: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_vm_project_name"),
+        CheckConstraint("cores > 0 AND memory_bytes > 0 AND disk_bytes > 0", name="vm_sizes"),
+    )
+
+
+class Nic(Base):
+    """A VM's network interface: a stable MAC and, with it, a stable IPv6 address."""
+
+    __tablename__ = "nic"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    vm_id: Mapped[UUID] = mapped_column(ForeignKey("vm.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int]
+    """Its place among the VM's NICs, from 0."""
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    tap: Mapped[str] = mapped_column(String(15), unique=True)
+    address: Mapped[str | None] = mapped_column(String(45))
+    """Set when the VM is placed (it is in its host's /64)."""
+
+    __table_args__ = (UniqueConstraint("vm_id", "number", name="uq_nic_vm_number"),)
+
+
+class Subnet(Base):
+    """A /64 of a location's prefix, taken by a host (its VM network) or, later, a
+    project network. `number` is the /64's index in the prefix."""
+
+    __tablename__ = "subnet"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    location_id: Mapped[UUID] = mapped_column(ForeignKey("location.id"))
+    number: Mapped[int]
+    host_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("host.id", ondelete="CASCADE"), unique=True
+    )
+
+    __table_args__ = (UniqueConstraint("location_id", "number", name="uq_subnet_number"),)
