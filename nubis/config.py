@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,11 @@ class Settings(EngineSettings):
     """A host without a heartbeat for this long is `unreachable` (an alert)."""
     host_dead_seconds: float = Field(default=30.0, gt=0)
     """A host without a heartbeat for this long is `dead`."""
+
+    image_max_bytes: int = Field(default=64 * 1024**3, gt=0)
+    """The largest image file an upload may send."""
+    placement_policy: Literal["spread", "pack"] = "spread"
+    """`spread`: a new VM goes to the least used host; `pack`: to the most used that fits."""
 
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""

@@ -3,6 +3,7 @@
     NubisError                 500 internal          a bug or an outage; logged, not shown
     ├── MalformedRequest       400 malformed_request the body cannot even be parsed (not JSON)
     ├── InvalidInput           422 invalid_input     a request or argument that cannot be used
+    │   └── ImageRefused       422 image_refused     an upload is not a self-contained qcow2
     ├── Unauthenticated        401 unauthenticated   no valid credentials
     │   └── SecondFactorRequired  401 totp_required  the password was right; a TOTP code is needed
     ├── Forbidden              403 forbidden         valid credentials, not allowed
@@ -62,6 +63,12 @@ class InvalidInput(NubisError):
     status = 422
     code = "invalid_input"
     title = "Invalid input"
+
+
+class ImageRefused(InvalidInput):
+    """An uploaded file is not an image nubis takes; the detail says why."""
+
+    code = "image_refused"
 
 
 class Unauthenticated(NubisError):

@@ -15,6 +15,7 @@ from nubis.api.routes import (
     agent,
     auth,
     health,
+    images,
     members,
     projects,
     ssh_keys,
@@ -25,7 +26,7 @@ from nubis.config import Settings
 from nubis.db import Database
 from nubis.secretbox import SecretBox
 
-ROUTERS = (health, auth, users, projects, members, tokens, ssh_keys, admin, agent)
+ROUTERS = (health, auth, users, projects, members, tokens, ssh_keys, images, admin, agent)
 
 
 def create_app(db: Database, secret_box: SecretBox, settings: Settings | None = None) -> FastAPI:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from nubis.api import create_app
+from nubis.config import Settings
 from nubis.db import Database
 from nubis.secretbox import SecretBox
 from tests.integration.api.people import People
@@ -21,8 +22,9 @@ def box(tmp_path: Path) -> SecretBox:
 
 
 @pytest.fixture
-def app(db: Database, box: SecretBox) -> FastAPI:
-    return create_app(db, box)
+def app(db: Database, box: SecretBox, tmp_path: Path) -> FastAPI:
+    # Uploads go to a data dir of the test's own.
+    return create_app(db, box, Settings(data_dir=tmp_path / "data", database_url="sqlite://"))
 
 
 @pytest.fixture

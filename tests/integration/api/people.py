@@ -46,6 +46,14 @@ class Person:
         )
         return response
 
+    def put(self, path: str, content: bytes) -> httpx.Response:
+        response: httpx.Response = self.client.put(
+            path,
+            content=content,
+            headers={**self.auth, "Content-Type": "application/octet-stream"},
+        )
+        return response
+
     def patch(self, path: str, json: Any = None) -> httpx.Response:
         response: httpx.Response = self.client.patch(path, json=json, headers=self.auth)
         return response

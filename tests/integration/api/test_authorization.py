@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +37,7 @@ from nubis.auth import accounts, tokens
 from nubis.auth.passwords import hash_password
 from nubis.db import Database
 from nubis.ids import Kind, format_id, new_id
-from nubis.models import ApiToken, Membership, Project, Role, SshKey, User
+from nubis.models import ApiToken, Image, Membership, Project, Role, SshKey, User
 from nubis.secretbox import SecretBox
 from tests.integration.api.people import PASSWORD
 
@@ -117,6 +119,10 @@ class World:
     """The id of a token scoped to P, held by P's member."""
     key: str
     """The id of P's SSH key."""
+    image: str
+    """The name of P's image, waiting for its file."""
+    public_image: str
+    """The name of a public image, waiting for its file."""
     markers: dict[str, tuple[str, ...]]
     """For each project's word, what betrays its data: the word, and its key's fingerprint."""
 
@@ -211,6 +217,10 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
             ]
         )
 
+        session.add_all(
+            [Image(project_id=p.id, name=f"{P}-img-{n}"), Image(project_id=None, name=f"pub-{n}")]
+        )
+
         users = {who: person.id for who, person in people.items()}
         users[Who.SCOPED] = users[Who.ELSEWHERE] = sam.id
         secret_of = {who: token(person.id, "test")[1] for who, person in people.items()}
@@ -235,6 +245,8 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
         newcomer_email=newcomer.email,
         deploy=format_id(Kind.TOKEN, deploy),
         key=format_id(Kind.SSH_KEY, key_id),
+        image=f"{P}-img-{n}",
+        public_image=f"pub-{n}",
         markers={P: (P, p_key.fingerprint), Q: (Q, q_key.fingerprint), S: (S,)},
     )
 
@@ -245,6 +257,8 @@ class Call:
 
     path: str
     json: Any = None
+    content: bytes | None = None
+    """A raw body, for a file upload."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +299,15 @@ def _fixed(path: str, json: Any = None) -> Callable[[World, Who], Call]:
         return Call(path.format(**vars(world)), json)
 
     return call
+
+
+@cache
+def _qcow2() -> bytes:
+    """A small, valid image file to upload."""
+    with TemporaryDirectory() as scratch:
+        path = Path(scratch) / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "16M"], check=True)
+        return path.read_bytes()
 
 
 def _add_key(world: World, _who: Who) -> Call:
@@ -384,6 +407,28 @@ CASES = [
          _fixed("/v1/admin/users/{target}", {"disabled": True})),
     Case("GET", "/v1/admin/audit",
          (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/audit")),
+    Case("GET", "/v1/projects/{project}/images",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/images")),
+    Case("POST", "/v1/projects/{project}/images",
+         (401, 403, 201, 201, 201, 404, 404, 201, 404), _p("/images", {"name": "fresh"})),
+    Case("PUT", "/v1/projects/{project}/images/{image}/file",
+         (401, 403, 200, 200, 200, 404, 404, 200, 404),
+         lambda w, _who: Call(f"/v1/projects/{w.project}/images/{w.image}/file",
+                              content=_qcow2())),
+    Case("GET", "/v1/projects/{project}/images/{image}",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/images/{image}")),
+    Case("DELETE", "/v1/projects/{project}/images/{image}",
+         (401, 403, 204, 204, 204, 404, 404, 204, 404), _p("/images/{image}")),
+    Case("GET", "/v1/admin/images",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/images")),
+    Case("POST", "/v1/admin/images",
+         (401, 403, 403, 403, 403, 403, 201, 403, 403),
+         lambda w, _who: Call("/v1/admin/images", {"name": f"fresh-{w.n}"})),
+    Case("PUT", "/v1/admin/images/{image}/file",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403),
+         lambda w, _who: Call(f"/v1/admin/images/{w.public_image}/file", content=_qcow2())),
+    Case("DELETE", "/v1/admin/images/{image}",
+         (401, 403, 403, 403, 403, 403, 204, 403, 403), _fixed("/v1/admin/images/{public_image}")),
     # Hosts, not people, call the agent API: no user's token opens it.
     Case("POST", "/v1/agent/register",
          (401, 401, 401, 401, 401, 401, 401, 401, 401),
@@ -443,7 +488,9 @@ def _ask(client: TestClient, world: World, case: Case, who: Who) -> list[str]:
     """What is wrong with the answer to `who` calling `case`: nothing, if it is right."""
     call = case.call(world, who)
     headers = world.headers(who)
-    response = client.request(case.method, call.path, json=call.json, headers=headers)
+    response = client.request(
+        case.method, call.path, json=call.json, content=call.content, headers=headers
+    )
     expected = dict(zip(Who, case.statuses, strict=True))[who]
     said = f"{case} as {who}: {response.status_code} {response.text[:200]}"
     wrong = [f"{said}: leaks {marker!r}" for marker in _leaks(world, who, call.path, response.text)]
@@ -455,7 +502,9 @@ def _ask(client: TestClient, world: World, case: Case, who: Who) -> list[str]:
         # Not being in a project looks exactly like the project not existing.
         ghost = format_id(Kind.PROJECT, new_id())
         path = call.path.replace(world.project, ghost)
-        answer = client.request(case.method, path, json=call.json, headers=headers)
+        answer = client.request(
+            case.method, path, json=call.json, content=call.content, headers=headers
+        )
         if answer.text.replace(ghost, world.project) != response.text:
             wrong.append(f"{said}: a project that does not exist gets {answer.text[:200]}")
     return wrong

@@ -23,7 +23,7 @@ from nubis.auth import tokens
 from nubis.auth.passwords import hash_password
 from nubis.db import Database
 from nubis.ids import Kind, new_id, parse_id
-from nubis.models import ApiToken, AuditEvent, Membership, Project, Role, SshKey, User
+from nubis.models import ApiToken, AuditEvent, Image, Membership, Project, Role, SshKey, User
 from tests.integration.api.people import PASSWORD, People, Person
 
 MANY = 200
@@ -120,6 +120,14 @@ def _audit_events(session: Session, _caller: Caller, count: int) -> None:
     )
 
 
+def _images(session: Session, caller: Caller, count: int, public: bool) -> None:
+    owner = None if public else caller.project
+    session.execute(
+        insert(Image),
+        [{"project_id": owner, "name": f"i{new_id().hex}"[:32]} for _ in range(count)],
+    )
+
+
 @dataclass(frozen=True)
 class Listing:
     path: str
@@ -139,6 +147,8 @@ LISTINGS = [
     Listing("/v1/projects/{project}/ssh-keys", 0, _ssh_keys),
     Listing("/v1/admin/users", 1, lambda s, _c, n: _users(s, n)),
     Listing("/v1/admin/audit", 0, _audit_events),
+    Listing("/v1/projects/{project}/images", 0, lambda s, c, n: _images(s, c, n, public=False)),
+    Listing("/v1/admin/images", 0, lambda s, c, n: _images(s, c, n, public=True)),
 ]
 
 

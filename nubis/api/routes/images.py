@@ -1,0 +1,152 @@
+"""`/v1/projects/{project}/images` (a project's own) and `/v1/admin/images` (public).
+
+An upload is `POST` (the name; the image is `uploading`), then `PUT …/file` with the
+qcow2 as the raw body, streamed to disk and checked before it is kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+from fastapi import APIRouter, Request, Response, status
+from sqlalchemy import or_, select
+
+from nubis.api.deps import DatabaseDep, PrincipalDep
+from nubis.api.pagination import Cursor, Limit, Page, fetch_page
+from nubis.api.schemas.image import ImageCreate, ImageOut
+from nubis.auth.authz import Action, authorize, project_access
+from nubis.config import Settings
+from nubis.db import Database
+from nubis.images import store
+from nubis.models import Image
+
+router = APIRouter(tags=["images"])
+
+PROJECT = "/v1/projects/{project}/images"
+PUBLIC = "/v1/admin/images"
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def _upload(request: Request, db: Database, image_id: UUID) -> ImageOut:
+    settings = _settings(request)
+    await store.receive(db, settings.data_dir, image_id, request.stream(), settings.image_max_bytes)
+    with db.reading() as session:
+        image = session.get(Image, image_id)
+        assert image is not None
+        return ImageOut.of(image)
+
+
+def _delete(db: Database, request: Request, project_id: UUID | None, ref: str) -> Response:
+    data_dir = _settings(request).data_dir
+    with db.transaction() as session:
+        image = store.find(session, project_id, ref, public=False)
+        file: Path = store.remove(session, data_dir, image)
+    file.unlink(missing_ok=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(PROJECT)
+def list_images(
+    project: str,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[ImageOut]:
+    """The project's images and the public ones."""
+    with db.reading() as session:
+        access = project_access(session, principal, project, Action.READ)
+        query = select(Image).where(
+            or_(Image.project_id == access.project.id, Image.project_id.is_(None))
+        )
+        rows, next_cursor = fetch_page(
+            session, query, Image.id, cursor, limit, key_of=lambda r: r[0].id
+        )
+        return Page(items=[ImageOut.of(i) for (i,) in rows], next_cursor=next_cursor)
+
+
+@router.post(PROJECT, status_code=status.HTTP_201_CREATED)
+def create_image(
+    project: str, body: ImageCreate, db: DatabaseDep, principal: PrincipalDep
+) -> ImageOut:
+    """Name a new image; its file comes with `PUT …/images/{image}/file`."""
+    with db.transaction() as session:
+        access = project_access(session, principal, project, Action.WRITE)
+        return ImageOut.of(store.begin(session, access.project.id, body.name))
+
+
+@router.put(f"{PROJECT}/{{image}}/file", openapi_extra=UPLOAD_BODY)
+async def upload_image(
+    project: str, image: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+) -> ImageOut:
+    """The image's qcow2 file as the raw body; refused (422) unless it is a qcow2
+    without a backing file, and then nothing of it is kept."""
+    with db.reading() as session:
+        access = project_access(session, principal, project, Action.WRITE)
+        image_id = store.find(session, access.project.id, image, public=False).id
+    return await _upload(request, db, image_id)
+
+
+@router.get(f"{PROJECT}/{{image}}")
+def read_image(project: str, image: str, db: DatabaseDep, principal: PrincipalDep) -> ImageOut:
+    with db.reading() as session:
+        access = project_access(session, principal, project, Action.READ)
+        return ImageOut.of(store.find(session, access.project.id, image))
+
+
+@router.delete(f"{PROJECT}/{{image}}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_image(
+    project: str, image: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+) -> Response:
+    with db.reading() as session:
+        project_id = project_access(session, principal, project, Action.WRITE).project.id
+    return _delete(db, request, project_id, image)
+
+
+@router.get(PUBLIC)
+def list_public_images(
+    db: DatabaseDep, principal: PrincipalDep, limit: Limit = 100, cursor: Cursor = None
+) -> Page[ImageOut]:
+    authorize(principal, Action.OPERATE)
+    with db.reading() as session:
+        query = select(Image).where(Image.project_id.is_(None))
+        rows, next_cursor = fetch_page(
+            session, query, Image.id, cursor, limit, key_of=lambda r: r[0].id
+        )
+        return Page(items=[ImageOut.of(i) for (i,) in rows], next_cursor=next_cursor)
+
+
+@router.post(PUBLIC, status_code=status.HTTP_201_CREATED)
+def create_public_image(body: ImageCreate, db: DatabaseDep, principal: PrincipalDep) -> ImageOut:
+    authorize(principal, Action.OPERATE)
+    with db.transaction() as session:
+        return ImageOut.of(store.begin(session, None, body.name))
+
+
+@router.put(f"{PUBLIC}/{{image}}/file", openapi_extra=UPLOAD_BODY)
+async def upload_public_image(
+    image: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+) -> ImageOut:
+    authorize(principal, Action.OPERATE)
+    with db.reading() as session:
+        image_id = store.find(session, None, image).id
+    return await _upload(request, db, image_id)
+
+
+@router.delete(f"{PUBLIC}/{{image}}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_public_image(
+    image: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+) -> Response:
+    authorize(principal, Action.OPERATE)
+    return _delete(db, request, None, image)
