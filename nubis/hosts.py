@@ -19,7 +19,17 @@ from nubis.config import Settings
 from nubis.engine import strand
 from nubis.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from nubis.ids import Kind
-from nubis.models import Allocation, AllocationState, Health, Host, HostEvent, JoinToken, Location
+from nubis.ipam import subnets
+from nubis.models import (
+    Allocation,
+    AllocationState,
+    Health,
+    Host,
+    HostEvent,
+    JoinToken,
+    Location,
+    Subnet,
+)
 from nubis.names import check_name, ref_clause
 from nubis.protocol import HostReport
 
@@ -107,6 +117,10 @@ def register(
     session.add(host)
     session.flush()
     token.used_by = host.id
+    location = session.get_one(Location, token.location_id)
+    taken = session.scalars(select(Subnet.number).where(Subnet.location_id == location.id))
+    number = subnets.first_free(location.prefix, taken)
+    session.add(Subnet(location_id=location.id, number=number, host_id=host.id))
     from nubis.progs.host import HostMonitor  # noqa: PLC0415 (the prog imports this module)
 
     host.monitor_id = strand.start(
@@ -124,9 +138,19 @@ def register(
         "joined",
         f"{report.cores} cores, {report.memory_bytes} bytes of memory, {report.hugepages} "
         f"huge pages, {report.disk_bytes} bytes of disk, {report.arch}, {report.acceleration}, "
-        f"underlay {underlay}",
+        f"underlay {underlay}, VM network {subnets.subnet(location.prefix, number)}",
     )
     return host, credential
+
+
+def vm_subnet(session: Session, host: Host) -> str:
+    """The /64 the host announces to its VMs."""
+    row = session.execute(
+        select(Location.prefix, Subnet.number)
+        .join(Subnet, Subnet.location_id == Location.id)
+        .where(Subnet.host_id == host.id)
+    ).one()
+    return subnets.subnet(row.prefix, row.number)
 
 
 def authenticate(session: Session, credential: str) -> Host:

@@ -37,3 +37,40 @@ def _duration(text: str) -> str:
 
 Duration = Annotated[str, Field(max_length=12, examples=["30d"]), AfterValidator(_duration)]
 """A duration field in a request body, kept as text; `parse_duration` reads it."""
+
+
+_SIZE = re.compile(r"(\d{1,15})([KMGT]i?B?|B)")
+_POWER = {"K": 1, "M": 2, "G": 3, "T": 4}
+SIZE_RULE = (
+    "a whole number with a unit: B, K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024) "
+    "or KB, MB, GB, TB (powers of 1000), e.g. 512M, 4GiB, 20GB"
+)
+
+
+def parse_size(text: str) -> int:
+    """Bytes. `4G` and `4GiB` are 4 * 1024**3, `4GB` is 4 * 1000**3; a bare number is refused."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise InvalidInput(f"{text!r} is not a size: use {SIZE_RULE}")
+    number, unit = int(match[1]), match[2]
+    if unit == "B":
+        value = number
+    elif unit.endswith("B") and not unit.endswith("iB"):
+        value = number * 1000 ** _POWER[unit[0]]
+    else:
+        value = number * 1024 ** _POWER[unit[0]]
+    if value <= 0:
+        raise InvalidInput(f"{text!r} is not a size: it must be more than zero")
+    return value
+
+
+def _size(text: str) -> str:
+    try:
+        parse_size(text)
+    except InvalidInput as error:
+        raise ValueError(error.detail) from None
+    return text
+
+
+Size = Annotated[str, Field(max_length=20, examples=["4G"]), AfterValidator(_size)]
+"""A size field in a request body, kept as text; `parse_size` reads it."""

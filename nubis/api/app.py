@@ -21,12 +21,13 @@ from nubis.api.routes import (
     ssh_keys,
     tokens,
     users,
+    vms,
 )
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.secretbox import SecretBox
 
-ROUTERS = (health, auth, users, projects, members, tokens, ssh_keys, images, admin, agent)
+ROUTERS = (health, auth, users, projects, members, tokens, ssh_keys, images, vms, admin, agent)
 
 
 def create_app(db: Database, secret_box: SecretBox, settings: Settings | None = None) -> FastAPI:

@@ -4,19 +4,30 @@ when it registered, never with a user's token.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
-from nubis import hosts
+from nubis import hosts, vms
 from nubis.api.deps import DatabaseDep
 from nubis.config import Settings
-from nubis.errors import Unauthenticated
-from nubis.ids import Kind, format_id
-from nubis.protocol import Heartbeat, Registered, Registration
+from nubis.db import Database
+from nubis.errors import NotFound, Unauthenticated
+from nubis.ids import Kind, format_id, parse_id
+from nubis.images import store
+from nubis.models import Image, ImageState
+from nubis.protocol import Desired, Heartbeat, Registered, Registration, Status
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
+
+MAX_WAIT_SECONDS = 60.0
+POLL_SECONDS = 0.05
+"""How often a long poll looks at its host's revision."""
 
 _host_bearer = HTTPBearer(
     auto_error=False, scheme_name="HostCredential", description="A host's credential."
@@ -37,10 +48,68 @@ def register(body: Registration, db: DatabaseDep, request: Request) -> Registere
         return Registered(host_id=format_id(Kind.HOST, host.id), credential=credential)
 
 
-@router.post("/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
-def heartbeat(body: Heartbeat, db: DatabaseDep, credentials: HostCredential) -> Response:
+def _credential(credentials: HostCredential) -> str:
     if credentials is None:
         raise Unauthenticated("this needs a host credential: `Authorization: Bearer …`")
+    return credentials.credentials
+
+
+@router.post("/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
+def heartbeat(body: Heartbeat, db: DatabaseDep, credentials: HostCredential) -> Response:
     with db.transaction() as session:
-        hosts.heartbeat(session, hosts.authenticate(session, credentials.credentials))
+        hosts.heartbeat(session, hosts.authenticate(session, _credential(credentials)))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _desired_after(db: Database, credential: str, after: int) -> Desired | None:
+    with db.reading() as session:
+        host = hosts.authenticate(session, credential)
+        if host.desired_revision <= after:
+            return None
+        return vms.desired(session, host)
+
+
+@router.get("/desired")
+async def desired(
+    db: DatabaseDep,
+    credentials: HostCredential,
+    after: Annotated[int, Query(ge=-1)] = -1,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
+) -> Response:
+    """The host's desired state once its revision is past `after`, waiting up to `wait`
+    seconds for that (a long poll); 204 if it did not come in time."""
+    credential = _credential(credentials)
+    deadline = time.monotonic() + wait
+    while True:
+        found = await run_in_threadpool(_desired_after, db, credential, after)
+        if found is not None:
+            return Response(found.model_dump_json(), media_type="application/json")
+        if time.monotonic() >= deadline:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        await asyncio.sleep(POLL_SECONDS)
+
+
+@router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
+def report_status(body: Status, db: DatabaseDep, credentials: HostCredential) -> Response:
+    """What the host runs, after a pass over its desired state; also a heartbeat."""
+    with db.transaction() as session:
+        host = hosts.authenticate(session, _credential(credentials))
+        hosts.heartbeat(session, host)
+        vms.observe(session, host, body)
+        for what in body.removed:
+            hosts.record(session, host.id, "removed", what)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/images/{image}", response_class=FileResponse)
+def fetch_image(
+    image: str, request: Request, db: DatabaseDep, credentials: HostCredential
+) -> FileResponse:
+    """An active image's file, for a host whose VM needs it."""
+    with db.reading() as session:
+        hosts.authenticate(session, _credential(credentials))
+        found = session.get(Image, parse_id(Kind.IMAGE, image))
+        if found is None or found.state != ImageState.ACTIVE:
+            raise NotFound(f"no active image {image!r}")
+    path = store.file_of(_settings(request).data_dir, found.id)
+    return FileResponse(path, media_type="application/octet-stream")

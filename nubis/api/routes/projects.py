@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
 
 from nubis.api.deps import DatabaseDep, PrincipalDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import ProjectCreate, ProjectOut
 from nubis.auth.authz import Action, authorize, project_access, visible_projects
+from nubis.config import Settings
 from nubis.errors import Conflict
-from nubis.models import Membership, Project, Role
+from nubis.images import store
+from nubis.models import Image, Membership, Project, Role, Vm
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -54,9 +56,21 @@ def read_project(project: str, db: DatabaseDep, principal: PrincipalDep) -> Proj
 
 
 @router.delete("/{project}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_project(project: str, db: DatabaseDep, principal: PrincipalDep) -> Response:
-    """Delete a project with its members, SSH keys and the tokens scoped to it."""
+def delete_project(
+    project: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+) -> Response:
+    """Delete a project with its members, SSH keys, images and the tokens scoped to it;
+    refused while it has VMs."""
     with db.transaction() as session:
         access = project_access(session, principal, project, Action.DELETE_PROJECT)
+        vm = session.scalar(select(Vm.name).where(Vm.project_id == access.project.id).limit(1))
+        if vm is not None:
+            raise Conflict(f"project {access.project.name} has VMs ({vm}, …): delete them first")
+        images = list(
+            session.scalars(select(Image.id).where(Image.project_id == access.project.id))
+        )
         session.delete(access.project)
+    settings: Settings = request.app.state.settings
+    for image_id in images:
+        store.file_of(settings.data_dir, image_id).unlink(missing_ok=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -30,14 +30,27 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
-from nubis import sshkey
+from nubis import hosts, sshkey, vms
 from nubis.api import create_app
 from nubis.auth import accounts, tokens
 from nubis.auth.passwords import hash_password
 from nubis.db import Database
 from nubis.ids import Kind, format_id, new_id
-from nubis.models import ApiToken, Image, Membership, Project, Role, SshKey, User
+from nubis.models import (
+    ApiToken,
+    Host,
+    Image,
+    ImageState,
+    Membership,
+    Project,
+    Role,
+    SshKey,
+    Subnet,
+    User,
+)
+from nubis.scheduling.weigher import Policy
 from nubis.secretbox import SecretBox
 from tests.integration.api.people import PASSWORD
 
@@ -121,6 +134,12 @@ class World:
     """The id of P's SSH key."""
     image: str
     """The name of P's image, waiting for its file."""
+    location: str
+    """The name of a location with room for a VM of P's ready image."""
+    ready: str
+    """The name of P's active image."""
+    vm: str
+    """The name of P's VM."""
     public_image: str
     """The name of a public image, waiting for its file."""
     markers: dict[str, tuple[str, ...]]
@@ -220,6 +239,7 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
         session.add_all(
             [Image(project_id=p.id, name=f"{P}-img-{n}"), Image(project_id=None, name=f"pub-{n}")]
         )
+        _vm_in(session, p, n)
 
         users = {who: person.id for who, person in people.items()}
         users[Who.SCOPED] = users[Who.ELSEWHERE] = sam.id
@@ -246,9 +266,55 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
         deploy=format_id(Kind.TOKEN, deploy),
         key=format_id(Kind.SSH_KEY, key_id),
         image=f"{P}-img-{n}",
+        location=f"loc-{n}",
+        ready=f"{P}-ready-{n}",
+        vm=f"{P}-vm-{n}",
         public_image=f"pub-{n}",
         markers={P: (P, p_key.fingerprint), Q: (Q, q_key.fingerprint), S: (S,)},
     )
+
+
+def _vm_in(session: Session, project: Project, n: int) -> None:
+    """A location with one roomy host, an active image of P's and a VM of P's on it."""
+    location = hosts.create_location(
+        session, f"loc-{n}", f"2001:db8:{n:x}::/48", flooding="unicast"
+    )
+    host = Host(
+        location_id=location.id,
+        name=f"host-{n}",
+        credential_sha256=f"{n:064x}",
+        arch="x86_64",
+        acceleration="tcg",
+        underlay_address="fd00::1",
+        cores=64,
+        threads=64,
+        memory_bytes=256 * 2**30,
+        disk_bytes=2**40,
+    )
+    image = Image(
+        project_id=project.id,
+        name=f"{P}-ready-{n}",
+        state=ImageState.ACTIVE,
+        size_bytes=2**20,
+        virtual_size_bytes=2**30,
+        sha256="ab" * 32,
+    )
+    session.add_all([host, image])
+    session.flush()
+    session.add(Subnet(location_id=location.id, number=1, host_id=host.id))
+    order = vms.Order(
+        project_id=project.id,
+        name=f"{P}-vm-{n}",
+        location_id=location.id,
+        image=image,
+        cores=1,
+        memory_bytes=2**30,
+        disk_bytes=2**30,
+        ssh_keys=[],
+        user_data=None,
+        group=None,
+    )
+    vms.create(session, order, Policy.SPREAD)
 
 
 @dataclass(frozen=True)
@@ -350,7 +416,7 @@ CASES = [
     Case("GET", "/v1/projects/{project}",
          (401, 200, 200, 200, 200, 404, 404, 200, 404), _p()),
     Case("DELETE", "/v1/projects/{project}",
-         (401, 403, 403, 403, 204, 404, 404, 204, 404), _p()),
+         (401, 403, 403, 403, 409, 404, 404, 409, 404), _p(), "with a VM"),
     Case("GET", "/v1/projects/{project}/members",
          (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/members")),
     Case("POST", "/v1/projects/{project}/members",
@@ -429,6 +495,22 @@ CASES = [
          lambda w, _who: Call(f"/v1/admin/images/{w.public_image}/file", content=_qcow2())),
     Case("DELETE", "/v1/admin/images/{image}",
          (401, 403, 403, 403, 403, 403, 204, 403, 403), _fixed("/v1/admin/images/{public_image}")),
+    Case("GET", "/v1/projects/{project}/vms",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms")),
+    Case("POST", "/v1/projects/{project}/vms",
+         (401, 403, 202, 202, 202, 404, 404, 202, 404),
+         lambda w, _who: Call(f"/v1/projects/{w.project}/vms", {
+             "name": "fresh", "image": w.ready, "location": w.location, "memory": "1G"})),
+    Case("GET", "/v1/projects/{project}/vms/{vm}",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms/{vm}")),
+    Case("POST", "/v1/projects/{project}/vms/{vm}/start",
+         (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}/start")),
+    Case("POST", "/v1/projects/{project}/vms/{vm}/stop",
+         (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}/stop")),
+    Case("POST", "/v1/projects/{project}/vms/{vm}/reboot",
+         (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}/reboot")),
+    Case("DELETE", "/v1/projects/{project}/vms/{vm}",
+         (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}")),
     # Hosts, not people, call the agent API: no user's token opens it.
     Case("POST", "/v1/agent/register",
          (401, 401, 401, 401, 401, 401, 401, 401, 401),
@@ -438,6 +520,14 @@ CASES = [
              "acceleration": "tcg"}})),
     Case("POST", "/v1/agent/heartbeat",
          (401, 401, 401, 401, 401, 401, 401, 401, 401), _fixed("/v1/agent/heartbeat", {})),
+    Case("GET", "/v1/agent/desired",
+         (401, 401, 401, 401, 401, 401, 401, 401, 401), _fixed("/v1/agent/desired")),
+    Case("POST", "/v1/agent/status",
+         (401, 401, 401, 401, 401, 401, 401, 401, 401),
+         _fixed("/v1/agent/status", {"revision": 0, "vms": []})),
+    Case("GET", "/v1/agent/images/{image}",
+         (401, 401, 401, 401, 401, 401, 401, 401, 401),
+         _fixed("/v1/agent/images/img-00000000000000000000000000")),
 ]
 # fmt: on
 

@@ -1,0 +1,136 @@
+"""`/v1/projects/{project}/vms`: VMs. Creating one places it at once (a VM that cannot
+be placed is refused, 409, and not made); the rest is the VM's prog's work, so these
+routes answer 202 with the VM in its transitional state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from fastapi import APIRouter, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nubis import sshkey, vms
+from nubis.api.deps import DatabaseDep, PrincipalDep
+from nubis.api.pagination import Cursor, Limit, Page, fetch_page
+from nubis.api.schemas.vm import VmCreate, VmOut
+from nubis.auth.authz import Action, project_access
+from nubis.config import Settings
+from nubis.engine import strand
+from nubis.errors import Conflict
+from nubis.images import store
+from nubis.models import Nic, SshKey, Vm
+from nubis.scheduling.weigher import Policy
+from nubis.units import parse_size
+
+router = APIRouter(prefix="/v1/projects/{project}/vms", tags=["vms"])
+
+SIGNALS = ("start", "stop", "reboot")
+
+
+def _nics(session: Session, vm_ids: Sequence[UUID]) -> dict[UUID, list[Nic]]:
+    found: dict[UUID, list[Nic]] = {}
+    for nic in session.scalars(select(Nic).where(Nic.vm_id.in_(vm_ids)).order_by(Nic.number)):
+        found.setdefault(nic.vm_id, []).append(nic)
+    return found
+
+
+def _out(session: Session, vm: Vm, *, deleting: bool = False) -> VmOut:
+    return VmOut.of(vm, _nics(session, [vm.id]).get(vm.id, []), deleting=deleting)
+
+
+@router.get("")
+def list_vms(
+    project: str,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[VmOut]:
+    with db.reading() as session:
+        access = project_access(session, principal, project, Action.READ)
+        query = select(Vm).where(Vm.project_id == access.project.id)
+        rows, next_cursor = fetch_page(
+            session, query, Vm.id, cursor, limit, key_of=lambda r: r[0].id
+        )
+        nics = _nics(session, [vm.id for (vm,) in rows])
+        return Page(
+            items=[VmOut.of(vm, nics.get(vm.id, [])) for (vm,) in rows], next_cursor=next_cursor
+        )
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+def create_vm(
+    project: str, body: VmCreate, request: Request, db: DatabaseDep, principal: PrincipalDep
+) -> VmOut:
+    """Create a VM from an image; it is placed now and starts on its host (`creating`)."""
+    settings: Settings = request.app.state.settings
+    keys = [sshkey.parse(line).line for line in body.ssh_keys or []]
+    memory = parse_size(body.memory)
+    with db.transaction() as session:
+        access = project_access(session, principal, project, Action.WRITE)
+        image = store.find(session, access.project.id, body.image)
+        if body.ssh_keys is None:
+            keys = list(
+                session.scalars(
+                    select(SshKey.public_key)
+                    .where(SshKey.project_id == access.project.id)
+                    .order_by(SshKey.id)
+                )
+            )
+        order = vms.Order(
+            project_id=access.project.id,
+            name=body.name,
+            location_id=vms.location_for(session, body.location).id,
+            image=image,
+            cores=body.cores,
+            memory_bytes=memory,
+            disk_bytes=parse_size(body.disk) if body.disk else image.virtual_size_bytes or 0,
+            ssh_keys=keys,
+            user_data=body.user_data,
+            group=body.group,
+        )
+        vm = vms.create(session, order, Policy(settings.placement_policy))
+        return _out(session, vm)
+
+
+@router.get("/{vm}")
+def read_vm(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> VmOut:
+    with db.reading() as session:
+        access = project_access(session, principal, project, Action.READ)
+        return _out(session, vms.find(session, access.project.id, vm))
+
+
+def _signal(db: DatabaseDep, principal: PrincipalDep, project: str, ref: str, name: str) -> VmOut:
+    with db.transaction() as session:
+        access = project_access(session, principal, project, Action.WRITE)
+        vm = vms.find(session, access.project.id, ref, lock=True)
+        if vm.label in vms.GONE_LABELS:
+            raise Conflict(f"VM {vm.name} is being deleted")
+        if vm.strand_id is None or not strand.incr(session, vm.strand_id, name):
+            raise Conflict(f"VM {vm.name} takes no requests now")
+        return _out(session, vm, deleting=name == "destroy")
+
+
+@router.post("/{vm}/start", status_code=status.HTTP_202_ACCEPTED)
+def start_vm(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> VmOut:
+    return _signal(db, principal, project, vm, "start")
+
+
+@router.post("/{vm}/stop", status_code=status.HTTP_202_ACCEPTED)
+def stop_vm(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> VmOut:
+    """ACPI power-off; the host forces it off if the guest has not stopped in time."""
+    return _signal(db, principal, project, vm, "stop")
+
+
+@router.post("/{vm}/reboot", status_code=status.HTTP_202_ACCEPTED)
+def reboot_vm(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> VmOut:
+    return _signal(db, principal, project, vm, "reboot")
+
+
+@router.delete("/{vm}", status_code=status.HTTP_202_ACCEPTED)
+def delete_vm(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> VmOut:
+    """Delete the VM: it shows `deleting` at once, and is gone once its host removed it
+    and what it held came back."""
+    return _signal(db, principal, project, vm, "destroy")

@@ -1,0 +1,68 @@
+"""Bodies of the VM routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from nubis.api.schemas.common import Input
+from nubis.ids import Kind, format_id
+from nubis.models import Nic, Vm
+from nubis.names import Name
+from nubis.units import Size
+from nubis.vms import display_state
+
+
+class VmCreate(Input):
+    name: Name
+    image: str = Field(min_length=1, max_length=64)
+    """An image of the project's, or a public one: name or id."""
+    cores: int = Field(default=1, ge=1, le=64)
+    memory: Size = "1G"
+    disk: Size | None = None
+    """At least the image's virtual size, which is also the default."""
+    location: str | None = Field(default=None, max_length=64)
+    """Needed only where there is more than one location."""
+    ssh_keys: list[str] | None = Field(default=None, max_length=32)
+    """OpenSSH public key lines; the project's keys when not given."""
+    user_data: str | None = Field(default=None, max_length=65536)
+    group: Name | None = None
+    """Anti-affinity group: no two VMs of a group share a host."""
+
+
+class NicOut(BaseModel):
+    mac: str
+    address: str | None
+
+
+class VmOut(BaseModel):
+    id: str
+    name: str
+    state: str
+    """For people: creating, starting, running, stopping, stopped, rebooting, deleting, failed."""
+    cores: int
+    memory_bytes: int
+    disk_bytes: int
+    image: str
+    host: str | None
+    nics: list[NicOut]
+    detail: str
+    """What went wrong, when the state is `failed`."""
+    created_at: datetime
+
+    @classmethod
+    def of(cls, vm: Vm, nics: list[Nic], *, deleting: bool = False) -> VmOut:
+        return cls(
+            id=format_id(Kind.VM, vm.id),
+            name=vm.name,
+            state=display_state(vm, deleting),
+            cores=vm.cores,
+            memory_bytes=vm.memory_bytes,
+            disk_bytes=vm.disk_bytes,
+            image=format_id(Kind.IMAGE, vm.image_id),
+            host=format_id(Kind.HOST, vm.host_id) if vm.host_id else None,
+            nics=[NicOut(mac=n.mac, address=n.address) for n in nics],
+            detail=vm.failure or vm.observed_detail,
+            created_at=vm.created_at,
+        )

@@ -1,0 +1,1 @@
+"""Address allocation: which /64 of a location's prefix, which address in a /64."""
