@@ -190,8 +190,6 @@ def display_state(vm: Vm, deleting: bool = False) -> str:
     """The one word people see."""
     if deleting or vm.label in GONE_LABELS:
         return "deleting"
-    if vm.label == "failed":
-        return "failed"
     if vm.observed is None or vm.observed == "preparing":
         return "creating" if vm.label == "wait_up" else "starting"
     if vm.observed == "error":
