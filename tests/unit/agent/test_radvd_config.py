@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nubis.agent.net.radvd import Radvd, bridges, config
+from nubis.protocol import HostNetwork
+
+NETWORK = HostNetwork(
+    bridge="nbhost", prefix="fd12:3456:789a:1::/64", gateway="fd12:3456:789a:1::1"
+)
+
+
+def test_the_config_announces_the_prefix_for_slaac_on_the_bridge() -> None:
+    assert config(NETWORK) == (
+        "interface nbhost {\n"
+        "    AdvSendAdvert on;\n"
+        "    MinRtrAdvInterval 3;\n"
+        "    MaxRtrAdvInterval 10;\n"
+        "    prefix fd12:3456:789a:1::/64 {\n"
+        "        AdvOnLink on;\n"
+        "        AdvAutonomous on;\n"
+        "    };\n"
+        "};\n"
+    )
+
+
+@pytest.mark.parametrize("prefix", ["fd12:3456:789a::/48", "fd12:3456:789a:1::1/64"])
+def test_the_config_refuses_a_prefix_slaac_cannot_use(prefix: str) -> None:
+    with pytest.raises(ValueError):
+        config(NETWORK.model_copy(update={"prefix": prefix}))
+
+
+def test_radvd_s_files_are_named_after_its_bridge(tmp_path: Path) -> None:
+    radvd = Radvd(tmp_path, "nbhost")
+    assert radvd.config_path == tmp_path / "radvd-nbhost.conf"
+    assert radvd.pidfile == tmp_path / "radvd-nbhost.pid"
+    assert radvd.argv()[:3] == ["radvd", "--config", str(tmp_path / "radvd-nbhost.conf")]
+
+
+def test_no_pidfile_means_not_running(tmp_path: Path) -> None:
+    assert Radvd(tmp_path, "nbhost").pid() is None
+
+
+def test_a_pidfile_naming_another_process_is_not_believed(tmp_path: Path) -> None:
+    # As after a reboot, when the pid has gone to something else: here, this test.
+    radvd = Radvd(tmp_path, "nbhost")
+    radvd.pidfile.write_text(f"{os.getpid()}\n")
+    assert radvd.pid() is None
+    assert radvd.stop() is False
+    assert not radvd.pidfile.exists()
+
+
+def test_a_garbled_pidfile_is_not_believed(tmp_path: Path) -> None:
+    radvd = Radvd(tmp_path, "nbhost")
+    radvd.pidfile.write_text("not a pid")
+    assert radvd.pid() is None
+
+
+def test_ensure_refuses_another_bridge_s_network(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        Radvd(tmp_path, "nbother").ensure(NETWORK)
+
+
+def test_bridges_lists_those_with_a_config(tmp_path: Path) -> None:
+    (tmp_path / "radvd-nba.conf").write_text("")
+    (tmp_path / "radvd-nbb.conf").write_text("")
+    (tmp_path / "radvd-nbb.pid").write_text("1")
+    assert bridges(tmp_path) == ["nba", "nbb"]
