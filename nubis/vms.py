@@ -3,6 +3,7 @@ host should run (its desired state), and what its agent saw (observed state)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -128,6 +129,14 @@ def touch(session: Session, host_id: UUID) -> int:
     return host.desired_revision
 
 
+def nics_of(session: Session, vm_ids: Sequence[UUID]) -> dict[UUID, list[Nic]]:
+    """The NICs of each of `vm_ids`, in order, in one query."""
+    found: dict[UUID, list[Nic]] = {}
+    for nic in session.scalars(select(Nic).where(Nic.vm_id.in_(vm_ids)).order_by(Nic.number)):
+        found.setdefault(nic.vm_id, []).append(nic)
+    return found
+
+
 def desired(session: Session, host: Host) -> Desired:
     """What `host` should run: its VM network and every VM on it not being deleted."""
     prefix = hosts.vm_subnet(session, host)
@@ -137,11 +146,7 @@ def desired(session: Session, host: Host) -> Desired:
         .where(Vm.host_id == host.id, Vm.label.not_in(GONE_LABELS))
         .order_by(Vm.id)
     ).all()
-    nics: dict[UUID, list[Nic]] = {}
-    for nic in session.scalars(
-        select(Nic).join(Vm, Vm.id == Nic.vm_id).where(Vm.host_id == host.id).order_by(Nic.number)
-    ):
-        nics.setdefault(nic.vm_id, []).append(nic)
+    nics = nics_of(session, [vm.id for vm, _ in rows])
     return Desired(
         revision=host.desired_revision,
         network=HostNetwork(bridge=BRIDGE, prefix=prefix, gateway=subnets.gateway(prefix)),

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from nubis.auth import tokens
 from nubis.auth.authz import Principal
+from nubis.config import Settings
 from nubis.db import Database
 from nubis.errors import InvalidInput, Unauthenticated
 from nubis.secretbox import SecretBox
@@ -21,6 +22,11 @@ def get_database(request: Request) -> Database:
     return database
 
 
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
 def get_secret_box(request: Request) -> SecretBox:
     box: SecretBox = request.app.state.secret_box
     return box
@@ -28,6 +34,7 @@ def get_secret_box(request: Request) -> SecretBox:
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SecretBoxDep = Annotated[SecretBox, Depends(get_secret_box)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer nubis_…`")
 

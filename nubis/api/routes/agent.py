@@ -8,14 +8,13 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from nubis import hosts, vms
-from nubis.api.deps import DatabaseDep
-from nubis.config import Settings
+from nubis.api.deps import DatabaseDep, SettingsDep
 from nubis.db import Database
 from nubis.errors import NotFound, Unauthenticated
 from nubis.ids import Kind, format_id, parse_id
@@ -35,16 +34,11 @@ _host_bearer = HTTPBearer(
 HostCredential = Annotated[HTTPAuthorizationCredentials | None, Depends(_host_bearer)]
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 @router.post("/register", status_code=status.HTTP_201_CREATED)
-def register(body: Registration, db: DatabaseDep, request: Request) -> Registered:
+def register(body: Registration, db: DatabaseDep, settings: SettingsDep) -> Registered:
     """Join a location with a one-time join token; answers the host's credential, once."""
     with db.transaction() as session:
-        host, credential = hosts.register(session, body.join_token, body.host, _settings(request))
+        host, credential = hosts.register(session, body.join_token, body.host, settings)
         return Registered(host_id=format_id(Kind.HOST, host.id), credential=credential)
 
 
@@ -103,7 +97,7 @@ def report_status(body: Status, db: DatabaseDep, credentials: HostCredential) ->
 
 @router.get("/images/{image}", response_class=FileResponse)
 def fetch_image(
-    image: str, request: Request, db: DatabaseDep, credentials: HostCredential
+    image: str, db: DatabaseDep, settings: SettingsDep, credentials: HostCredential
 ) -> FileResponse:
     """An active image's file, for a host whose VM needs it."""
     with db.reading() as session:
@@ -111,5 +105,5 @@ def fetch_image(
         found = session.get(Image, parse_id(Kind.IMAGE, image))
         if found is None or found.state != ImageState.ACTIVE:
             raise NotFound(f"no active image {image!r}")
-    path = store.file_of(_settings(request).data_dir, found.id)
+    path = store.file_of(settings.data_dir, found.id)
     return FileResponse(path, media_type="application/octet-stream")

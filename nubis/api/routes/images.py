@@ -12,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import or_, select
 
-from nubis.api.deps import DatabaseDep, PrincipalDep
+from nubis.api.deps import DatabaseDep, PrincipalDep, SettingsDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.image import ImageCreate, ImageOut
 from nubis.auth.authz import Action, authorize, project_access
@@ -33,13 +33,7 @@ UPLOAD_BODY = {
 }
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def _upload(request: Request, db: Database, image_id: UUID) -> ImageOut:
-    settings = _settings(request)
+async def _upload(request: Request, db: Database, settings: Settings, image_id: UUID) -> ImageOut:
     await store.receive(db, settings.data_dir, image_id, request.stream(), settings.image_max_bytes)
     with db.reading() as session:
         image = session.get(Image, image_id)
@@ -47,8 +41,7 @@ async def _upload(request: Request, db: Database, image_id: UUID) -> ImageOut:
         return ImageOut.of(image)
 
 
-def _delete(db: Database, request: Request, project_id: UUID | None, ref: str) -> Response:
-    data_dir = _settings(request).data_dir
+def _delete(db: Database, data_dir: Path, project_id: UUID | None, ref: str) -> Response:
     with db.transaction() as session:
         image = store.find(session, project_id, ref, public=False)
         file: Path = store.remove(session, data_dir, image)
@@ -88,14 +81,20 @@ def create_image(
 
 @router.put(f"{PROJECT}/{{image}}/file", openapi_extra=UPLOAD_BODY)
 async def upload_image(
-    project: str, image: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+    project: str,
+    image: str,
+    request: Request,
+    *,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> ImageOut:
     """The image's qcow2 file as the raw body; refused (422) unless it is a qcow2
     without a backing file, and then nothing of it is kept."""
     with db.reading() as session:
         access = project_access(session, principal, project, Action.WRITE)
         image_id = store.find(session, access.project.id, image, public=False).id
-    return await _upload(request, db, image_id)
+    return await _upload(request, db, settings, image_id)
 
 
 @router.get(f"{PROJECT}/{{image}}")
@@ -107,11 +106,11 @@ def read_image(project: str, image: str, db: DatabaseDep, principal: PrincipalDe
 
 @router.delete(f"{PROJECT}/{{image}}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_image(
-    project: str, image: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+    project: str, image: str, db: DatabaseDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
     with db.reading() as session:
         project_id = project_access(session, principal, project, Action.WRITE).project.id
-    return _delete(db, request, project_id, image)
+    return _delete(db, settings.data_dir, project_id, image)
 
 
 @router.get(PUBLIC)
@@ -136,17 +135,17 @@ def create_public_image(body: ImageCreate, db: DatabaseDep, principal: Principal
 
 @router.put(f"{PUBLIC}/{{image}}/file", openapi_extra=UPLOAD_BODY)
 async def upload_public_image(
-    image: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+    image: str, request: Request, db: DatabaseDep, settings: SettingsDep, principal: PrincipalDep
 ) -> ImageOut:
     authorize(principal, Action.OPERATE)
     with db.reading() as session:
         image_id = store.find(session, None, image).id
-    return await _upload(request, db, image_id)
+    return await _upload(request, db, settings, image_id)
 
 
 @router.delete(f"{PUBLIC}/{{image}}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_public_image(
-    image: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+    image: str, db: DatabaseDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
     authorize(principal, Action.OPERATE)
-    return _delete(db, request, None, image)
+    return _delete(db, settings.data_dir, None, image)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
-from nubis.api.deps import DatabaseDep, PrincipalDep
+from nubis.api.deps import DatabaseDep, PrincipalDep, SettingsDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import ProjectCreate, ProjectOut
 from nubis.auth.authz import Action, authorize, project_access, visible_projects
-from nubis.config import Settings
 from nubis.errors import Conflict
 from nubis.images import store
 from nubis.models import Image, Membership, Project, Role, Vm
@@ -57,7 +56,7 @@ def read_project(project: str, db: DatabaseDep, principal: PrincipalDep) -> Proj
 
 @router.delete("/{project}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_project(
-    project: str, request: Request, db: DatabaseDep, principal: PrincipalDep
+    project: str, db: DatabaseDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
     """Delete a project with its members, SSH keys, images and the tokens scoped to it;
     refused while it has VMs."""
@@ -70,7 +69,6 @@ def delete_project(
             session.scalars(select(Image.id).where(Image.project_id == access.project.id))
         )
         session.delete(access.project)
-    settings: Settings = request.app.state.settings
     for image_id in images:
         store.file_of(settings.data_dir, image_id).unlink(missing_ok=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

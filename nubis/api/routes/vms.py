@@ -4,23 +4,19 @@ routes answer 202 with the VM in its transitional state."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from uuid import UUID
-
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubis import sshkey, vms
-from nubis.api.deps import DatabaseDep, PrincipalDep
+from nubis.api.deps import DatabaseDep, PrincipalDep, SettingsDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.vm import VmCreate, VmOut
 from nubis.auth.authz import Action, project_access
-from nubis.config import Settings
 from nubis.engine import strand
 from nubis.errors import Conflict
 from nubis.images import store
-from nubis.models import Nic, SshKey, Vm
+from nubis.models import SshKey, Vm
 from nubis.scheduling.weigher import Policy
 from nubis.units import parse_size
 
@@ -29,15 +25,8 @@ router = APIRouter(prefix="/v1/projects/{project}/vms", tags=["vms"])
 SIGNALS = ("start", "stop", "reboot")
 
 
-def _nics(session: Session, vm_ids: Sequence[UUID]) -> dict[UUID, list[Nic]]:
-    found: dict[UUID, list[Nic]] = {}
-    for nic in session.scalars(select(Nic).where(Nic.vm_id.in_(vm_ids)).order_by(Nic.number)):
-        found.setdefault(nic.vm_id, []).append(nic)
-    return found
-
-
 def _out(session: Session, vm: Vm, *, deleting: bool = False) -> VmOut:
-    return VmOut.of(vm, _nics(session, [vm.id]).get(vm.id, []), deleting=deleting)
+    return VmOut.of(vm, vms.nics_of(session, [vm.id]).get(vm.id, []), deleting=deleting)
 
 
 @router.get("")
@@ -54,7 +43,7 @@ def list_vms(
         rows, next_cursor = fetch_page(
             session, query, Vm.id, cursor, limit, key_of=lambda r: r[0].id
         )
-        nics = _nics(session, [vm.id for (vm,) in rows])
+        nics = vms.nics_of(session, [vm.id for (vm,) in rows])
         return Page(
             items=[VmOut.of(vm, nics.get(vm.id, [])) for (vm,) in rows], next_cursor=next_cursor
         )
@@ -62,10 +51,9 @@ def list_vms(
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 def create_vm(
-    project: str, body: VmCreate, request: Request, db: DatabaseDep, principal: PrincipalDep
+    project: str, body: VmCreate, db: DatabaseDep, settings: SettingsDep, principal: PrincipalDep
 ) -> VmOut:
     """Create a VM from an image; it is placed now and starts on its host (`creating`)."""
-    settings: Settings = request.app.state.settings
     keys = [sshkey.parse(line).line for line in body.ssh_keys or []]
     memory = parse_size(body.memory)
     with db.transaction() as session:
