@@ -106,6 +106,9 @@ class Desired(_Wire):
 # Observed state: what the agent sees, reported after each pass and with heartbeats.
 
 
+CONSOLE_TAIL_BYTES = 16 * 1024
+
+
 class VmState(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
@@ -121,6 +124,9 @@ class VmObserved(_Wire):
     """The reboot requests carried out (the desired `reboots` it has reached)."""
     detail: str = ""
     """Why, for `error`."""
+    console: str | None = None
+    """The serial console's last bytes (at most CONSOLE_TAIL_BYTES, as text), sent only
+    when the console grew since the last report; None: unchanged."""
 
 
 class Status(_Wire):

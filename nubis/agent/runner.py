@@ -1,7 +1,9 @@
-"""The agent's loop: join once (keeping the credential), then heartbeat until stopped.
+"""The agent's loop: join once (keeping the credential), then long-poll the desired
+state, converge the host to it and report what it sees, until stopped.
 
-A control plane that does not answer is retried forever: an outage of the control
-plane must never stop anything on the host.
+The status report after each pass is also the host's heartbeat: a pass runs at least
+every `interval` seconds, changed or not. A control plane that does not answer is
+retried forever: an outage of the control plane must never stop anything on the host.
 """
 
 from __future__ import annotations
@@ -10,16 +12,29 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 
-from nubis.protocol import Heartbeat, HostReport, Registered, Registration
+from nubis.agent.image_cache import ImageCache
+from nubis.agent.qemu import process
+from nubis.agent.reconciler import Reconciler
+from nubis.protocol import Desired, HostReport, Registered, Registration, Status
 
 log = logging.getLogger(__name__)
 
 CREDENTIAL_FILE = "credential.json"
 RETRY_SECONDS = 2.0
+BUSY_WAIT_SECONDS = 0.25
+"""The long poll's wait while a VM is on its way (its image coming, powering off), so
+the pass that finishes it is not a whole interval late."""
+TIMEOUT_SECONDS = 10.0
+CHUNK_BYTES = 1024 * 1024
+
+
+class _Refused(Exception):
+    """The control plane answered, but not with what was asked for."""
 
 
 class Agent:
@@ -27,17 +42,22 @@ class Agent:
         self,
         api_url: str,
         state_dir: Path,
-        report: HostReport,
+        describe: Callable[[], HostReport],
         *,
         join_token: str | None = None,
         interval: float = 2.0,
+        stop_timeout: float = process.STOP_TIMEOUT,
     ) -> None:
+        """`describe` says what this host is; it is called once `run` starts, since
+        finding the acceleration may take a while (a probe guest boots)."""
         self.api_url = api_url.rstrip("/")
         self.state_dir = state_dir
-        self.report = report
+        self.describe = describe
         self.join_token = join_token
         self.interval = interval
-        self._http = httpx.Client(base_url=self.api_url, timeout=10.0)
+        self.stop_timeout = stop_timeout
+        self._http = httpx.Client(base_url=self.api_url, timeout=TIMEOUT_SECONDS)
+        self._credential = ""
 
     @property
     def _credential_path(self) -> Path:
@@ -48,14 +68,14 @@ class Agent:
             return None
         return Registered.model_validate_json(self._credential_path.read_text())
 
-    def register(self) -> Registered:
+    def register(self, report: HostReport) -> Registered:
         """Exchange the join token for a credential, and keep it (mode 0600)."""
         if not self.join_token:
             raise SystemExit(
                 f"this host has not joined yet ({self._credential_path} is missing): "
                 "give --join-token (from `nubis admin host join-token`)"
             )
-        body = Registration(join_token=self.join_token, host=self.report)
+        body = Registration(join_token=self.join_token, host=report)
         response = self._http.post("/v1/agent/register", json=body.model_dump())
         if response.status_code != 201:
             detail = _detail(response)
@@ -67,31 +87,86 @@ class Agent:
         with os.fdopen(fd, "w") as out:
             out.write(registered.model_dump_json())
         partial.replace(self._credential_path)
-        log.info("joined as %s (%s)", self.report.name, registered.host_id)
+        log.info("joined as %s (%s)", report.name, registered.host_id)
         return registered
 
     def run(self, stop: threading.Event) -> None:
+        report = self.describe()
         registered = self.stored()
         while registered is None and not stop.is_set():
             try:
-                registered = self.register()
+                registered = self.register(report)
             except httpx.TransportError as error:
                 log.warning("cannot reach %s to register: %s", self.api_url, error)
                 stop.wait(RETRY_SECONDS)
         if registered is None:
             return
-        headers = {"Authorization": f"Bearer {registered.credential}"}
-        while not stop.is_set():
-            try:
-                response = self._http.post(
-                    "/v1/agent/heartbeat", json=Heartbeat().model_dump(), headers=headers
-                )
-                if response.status_code != 204:
-                    log.warning("heartbeat refused: %s", _detail(response))
-            except httpx.TransportError as error:
-                log.warning("cannot reach %s: %s", self.api_url, error)
-            stop.wait(self.interval)
-        self._http.close()
+        self._credential = registered.credential
+        images = ImageCache(self.state_dir / "images", self._image_chunks)
+        reconciler = Reconciler(
+            self.state_dir, images, report.acceleration, stop_timeout=self.stop_timeout
+        )
+        desired: Desired | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    wait = BUSY_WAIT_SECONDS if reconciler.busy else self.interval
+                    fresh = self._desired(desired.revision if desired else -1, wait)
+                    desired = fresh or desired
+                    if desired is None:
+                        continue
+                    self._report(reconciler.converge(desired))
+                    reconciler.delivered()
+                except httpx.TransportError as error:
+                    log.warning("cannot reach %s: %s", self.api_url, error)
+                    stop.wait(RETRY_SECONDS)
+                except _Refused as error:
+                    log.warning("%s", error)
+                    stop.wait(RETRY_SECONDS)
+                except Exception:
+                    log.exception("the pass failed; trying again")
+                    stop.wait(RETRY_SECONDS)
+        finally:
+            reconciler.close()
+            self._http.close()
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._credential}", "Content-Type": "application/json"}
+
+    def _desired(self, after: int, wait: float) -> Desired | None:
+        """The desired state past revision `after`, waiting up to `wait` seconds for it."""
+        response = self._http.get(
+            "/v1/agent/desired",
+            params={"after": after, "wait": wait},
+            headers=self._headers,
+            timeout=TIMEOUT_SECONDS + wait,
+        )
+        if response.status_code == 204:
+            return None
+        if response.status_code != 200:
+            raise _Refused(f"the desired state was refused: {_detail(response)}")
+        return Desired.model_validate_json(response.content)
+
+    def _report(self, status: Status) -> None:
+        response = self._http.post(
+            "/v1/agent/status", content=status.model_dump_json(), headers=self._headers
+        )
+        if response.status_code != 204:
+            raise _Refused(f"the status report was refused: {_detail(response)}")
+
+    def _image_chunks(self, image_id: str) -> Iterator[bytes]:
+        """An image's bytes from the control plane; its own client, since fetches run in
+        threads of their own."""
+        timeout = httpx.Timeout(TIMEOUT_SECONDS, read=60.0)
+        with (
+            httpx.Client(base_url=self.api_url, timeout=timeout) as client,
+            client.stream("GET", f"/v1/agent/images/{image_id}", headers=self._headers) as got,
+        ):
+            if got.status_code != 200:
+                got.read()
+                raise _Refused(f"the image was refused: {_detail(got)}")
+            yield from got.iter_bytes(CHUNK_BYTES)
 
 
 def _detail(response: httpx.Response) -> str:

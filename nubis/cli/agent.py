@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import socket
 import threading
@@ -14,6 +13,8 @@ import typer
 from nubis.agent import hardware
 from nubis.agent.runner import Agent
 from nubis.cli.profile import DEFAULT_API_URL
+from nubis.logs import configure_logging
+from nubis.protocol import HostReport
 
 DEFAULT_STATE_DIR = Path("/var/lib/nubis/agent")
 
@@ -31,17 +32,20 @@ def agent(
         str | None,
         typer.Option(help="The underlay address (default: the one that reaches the API)."),
     ] = None,
-    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between heartbeats.")] = 2.0,
+    interval: Annotated[
+        float, typer.Option(min=0.2, help="Longest time between passes (and status reports).")
+    ] = 2.0,
 ) -> None:
-    """Join this host to the cloud and keep it reporting."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
-    report = hardware.report(name or socket.gethostname(), api_url, state_dir, underlay)
+    """Join this host to the cloud, and run what the control plane says it should."""
+    configure_logging("INFO")
+
+    def describe() -> HostReport:
+        return hardware.report(name or socket.gethostname(), api_url, state_dir, underlay)
+
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    Agent(api_url, state_dir, report, join_token=join_token, interval=interval).run(stop)
+    Agent(api_url, state_dir, describe, join_token=join_token, interval=interval).run(stop)
 
 
 def register(app: typer.Typer) -> None:

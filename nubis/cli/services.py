@@ -25,21 +25,13 @@ from nubis.config import Settings
 from nubis.db import Database
 from nubis.db.migrate import current_revision, head_revision, upgrade
 from nubis.engine.worker import Worker
+from nubis.logs import configure_logging
 from nubis.models import Flooding, Location, User
 from nubis.secretbox import SecretBox
 
 FIRST_OPERATOR_EMAIL = "admin@localhost"
 
 log = logging.getLogger(__name__)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # Alembic announces each plugin it loads; only its migrations are news.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -162,8 +154,12 @@ def _local_agent(db: Database, settings: Settings) -> Agent:
                     session, "local", _private_prefix(), flooding=Flooding.MULTICAST
                 )
             join_token = hosts.issue_join_token(session, location.id, timedelta(hours=1))
-    report = hardware.report(socket.gethostname(), settings.api_url, state_dir)
-    return Agent(settings.api_url, state_dir, report, join_token=join_token)
+    return Agent(
+        settings.api_url,
+        state_dir,
+        lambda: hardware.report(socket.gethostname(), settings.api_url, state_dir),
+        join_token=join_token,
+    )
 
 
 def _private_prefix() -> str:

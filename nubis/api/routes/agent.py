@@ -25,7 +25,7 @@ from nubis.protocol import Desired, Heartbeat, Registered, Registration, Status
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
 MAX_WAIT_SECONDS = 60.0
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.02
 """How often a long poll looks at its host's revision."""
 
 _host_bearer = HTTPBearer(

@@ -1,0 +1,293 @@
+"""One pass of the agent: converge this host to its desired state, and say what it sees.
+
+A pass is idempotent and cheap when nothing changed (one netlink dump, a look at each
+VM's pidfile), so the agent runs one after every long poll, changed or not. It never
+blocks on a guest: a VM asked to stop gets the ACPI power button in one pass and is
+forced off in a later one, once `stop_timeout` has passed; an image is fetched in the
+background while the VMs that need it report `preparing`.
+
+What the agent makes carries the name of what it belongs to: a VM's files are
+`vms/<vm id>/`, its taps are the NICs' `nt…` names, the host network's bridge is the
+desired `nb…` name with its radvd in `net/`. Whatever is there under those names
+that the desired state does not name is removed, and reported.
+
+The state that must outlive the agent is on disk, next to the VM: how many reboots it
+carried out (`reboots`) and when it was asked to power off (`stopping`). A restarted
+agent therefore picks up where the last one was, and never stops or restarts a VM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from nubis.agent import disk, seed
+from nubis.agent.image_cache import ImageCache
+from nubis.agent.net import guard, links
+from nubis.agent.net.metadata import MetadataService, by_mark
+from nubis.agent.net.radvd import Radvd
+from nubis.agent.net.radvd import bridges as radvd_bridges
+from nubis.agent.qemu import process
+from nubis.agent.qemu.paths import VmPaths, vm_ids
+from nubis.protocol import (
+    CONSOLE_TAIL_BYTES,
+    Desired,
+    HostNetwork,
+    Status,
+    VmObserved,
+    VmSpec,
+    VmState,
+)
+
+log = logging.getLogger(__name__)
+
+REBOOTS_FILE = "reboots"
+STOPPING_FILE = "stopping"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        state_dir: Path,
+        images: ImageCache,
+        acceleration: str,
+        *,
+        stop_timeout: float = process.STOP_TIMEOUT,
+        sandbox: bool = True,
+    ) -> None:
+        self.vms_root = Path(os.path.abspath(state_dir / "vms"))
+        self.net_dir = Path(os.path.abspath(state_dir / "net"))
+        self.images = images
+        self.acceleration = acceleration
+        self.stop_timeout = stop_timeout
+        self.sandbox = sandbox
+        self._network: HostNetwork | None = None
+        """The host network as the last pass set it up."""
+        self._guard: str | None = None
+        """The guard ruleset the last pass applied; None: not known to be applied."""
+        self._metadata: MetadataService | None = None
+        self._served: dict[int, VmSpec] = {}
+        self._console_sent: dict[str, int] = {}
+        self._console_pending: dict[str, int] = {}
+        self._busy = False
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare")
+
+    @property
+    def busy(self) -> bool:
+        """Whether the last pass left a VM on its way (preparing or powering off), so the
+        next pass should come soon rather than after a full long poll."""
+        return self._busy
+
+    def converge(self, desired: Desired) -> Status:
+        wanted = {vm.id: vm for vm in desired.vms}
+        removed = self._remove_vms(wanted)
+        self._busy = False
+        try:
+            removed += self._converge_network(desired)
+        except Exception as error:  # reported per VM, tried again next pass
+            log.exception("cannot set up the host network")
+            reason = f"the host network could not be set up: {error}"
+            observed = [self._failed(spec, reason) for spec in desired.vms]
+        else:
+            observed = list(self._pool.map(self._converge_vm, desired.vms))
+        removed += self._remove_images(desired)
+        return Status(revision=desired.revision, vms=observed, removed=removed)
+
+    def delivered(self) -> None:
+        """The last status reached the control plane: its console tails need no resend."""
+        self._console_sent.update(self._console_pending)
+        self._console_pending.clear()
+
+    def close(self) -> None:
+        """Stop serving metadata (VMs, radvd and links stay: they outlive the agent)."""
+        if self._metadata is not None:
+            self._metadata.stop()
+            self._metadata = None
+        self._pool.shutdown(wait=True)
+
+    # VMs
+
+    def _remove_vms(self, wanted: dict[str, VmSpec]) -> list[str]:
+        removed = []
+        for vm_id in vm_ids(self.vms_root):
+            if vm_id in wanted:
+                continue
+            paths = VmPaths.of(self.vms_root, vm_id)
+            process.kill(paths)
+            shutil.rmtree(paths.dir)
+            self._console_sent.pop(vm_id, None)
+            removed.append(f"vm {vm_id}")
+            log.info("removed VM %s", vm_id)
+        return removed
+
+    def _converge_vm(self, spec: VmSpec) -> VmObserved:
+        paths = VmPaths.of(self.vms_root, spec.id)
+        try:
+            if not self._prepare(spec, paths):
+                self._busy = True
+                return self._seen(spec, paths, VmState.PREPARING)
+            state = self._power(spec, paths)
+        except Exception as error:  # reported, tried again next pass
+            log.warning("VM %s: %s", spec.id, error)
+            return self._failed(spec, str(error))
+        return self._seen(spec, paths, state)
+
+    def _prepare(self, spec: VmSpec, paths: VmPaths) -> bool:
+        """Make the VM's disk and seed; False while its image is still on its way."""
+        if paths.disk.exists() and paths.seed.exists():
+            return True
+        base = self.images.ready(spec.image)
+        if base is None:
+            failure = self.images.failure(spec.image.id)
+            if failure is not None:
+                raise RuntimeError(failure)
+            return False
+        paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        disk.make_overlay(base, paths.disk, spec.disk_bytes, spec.image.virtual_size_bytes)
+        if not paths.seed.exists():
+            seed.write_seed(spec, paths.seed)
+        return True
+
+    def _power(self, spec: VmSpec, paths: VmPaths) -> VmState:
+        """Start, reset or power off the VM as `spec` asks; the state it is in now."""
+        stopping = paths.dir / STOPPING_FILE
+        running = process.pid(paths) is not None
+        if spec.running:
+            stopping.unlink(missing_ok=True)
+            if not running:
+                process.start(spec, paths, self.acceleration, sandbox=self.sandbox)
+                _write_reboots(paths, spec.reboots)
+            elif spec.reboots > _reboots(paths):
+                process.reboot(paths)
+                _write_reboots(paths, spec.reboots)
+            return VmState.RUNNING
+        if not running:
+            stopping.unlink(missing_ok=True)
+            return VmState.STOPPED
+        self._busy = True
+        if not stopping.exists():
+            process.powerdown(paths)
+            stopping.write_text(f"{time.time()}\n")
+        elif time.time() - float(stopping.read_text()) >= self.stop_timeout:
+            log.warning(
+                "VM %s ignored the power button for %gs: forced off", spec.id, self.stop_timeout
+            )
+            process.kill(paths)
+            stopping.unlink(missing_ok=True)
+            return VmState.STOPPED
+        return VmState.RUNNING
+
+    def _seen(self, spec: VmSpec, paths: VmPaths, state: VmState) -> VmObserved:
+        return VmObserved(
+            id=spec.id, state=state, reboots=_reboots(paths), console=self._console(paths)
+        )
+
+    def _failed(self, spec: VmSpec, reason: str) -> VmObserved:
+        paths = VmPaths.of(self.vms_root, spec.id)
+        return VmObserved(
+            id=spec.id,
+            state=VmState.ERROR,
+            reboots=_reboots(paths),
+            detail=reason,
+            console=self._console(paths),
+        )
+
+    def _console(self, paths: VmPaths) -> str | None:
+        """The console's tail if it grew since the control plane last got it."""
+        try:
+            size = paths.serial_log.stat().st_size
+        except FileNotFoundError:
+            return None
+        if self._console_sent.get(paths.vm_id) == size:
+            return None
+        with paths.serial_log.open("rb") as log_file:
+            log_file.seek(max(0, size - CONSOLE_TAIL_BYTES))
+            tail = log_file.read(CONSOLE_TAIL_BYTES)
+        self._console_pending[paths.vm_id] = size
+        return tail.decode(errors="replace")
+
+    # The host network
+
+    def _converge_network(self, desired: Desired) -> list[str]:
+        """The bridge, radvd, metadata service, taps and guard for exactly `desired`'s
+        VMs; with no VM, none of them."""
+        network = desired.network if desired.vms else None
+        removed = []
+        self._served = by_mark(desired.vms)
+        if network is not None:
+            present = set(links.bridges())
+            if network != self._network or network.bridge not in present:
+                links.ensure_bridge(network)
+                self._network = network
+            Radvd(self.net_dir, network.bridge).ensure(network)
+            self._serve_metadata(network.bridge)
+        else:
+            self._serve_metadata(None)
+            self._network = None
+        taps = {nic.tap for vm in desired.vms for nic in vm.nics}
+        for tap in links.taps():
+            if tap not in taps:
+                links.delete_link(tap)
+                removed.append(f"tap {tap}")
+        if network is not None:
+            present_taps = set(links.taps())
+            for tap in sorted(taps - present_taps):
+                links.ensure_tap(tap, network.bridge)
+        keep = {network.bridge} if network is not None else set()
+        for bridge in radvd_bridges(self.net_dir):
+            if bridge not in keep:
+                Radvd(self.net_dir, bridge).stop()
+                removed.append(f"radvd {bridge}")
+        for bridge in links.bridges():
+            if bridge not in keep:
+                links.delete_link(bridge)
+                removed.append(f"bridge {bridge}")
+        self._apply_guard(desired.vms)
+        return removed
+
+    def _serve_metadata(self, bridge: str | None) -> None:
+        current = self._metadata
+        if current is not None and current.bridge != bridge:
+            current.stop()
+            self._metadata = None
+        if bridge is not None and self._metadata is None:
+            service = MetadataService(bridge, self._served_vm)
+            service.start()
+            self._metadata = service
+
+    def _served_vm(self, mark: int) -> VmSpec | None:
+        return self._served.get(mark)
+
+    def _apply_guard(self, vms: list[VmSpec]) -> None:
+        script = guard.ruleset(guard.guarded(vms)) if vms else guard.removal()
+        if script != self._guard:
+            guard.apply(script)
+            self._guard = script
+
+    # Images
+
+    def _remove_images(self, desired: Desired) -> list[str]:
+        used = {vm.image.id for vm in desired.vms}
+        removed = []
+        for image_id in self.images.cached():
+            if image_id not in used and self.images.remove(image_id):
+                removed.append(f"image {image_id}")
+        return removed
+
+
+def _reboots(paths: VmPaths) -> int:
+    """The reboot requests this VM has carried out."""
+    try:
+        return int((paths.dir / REBOOTS_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _write_reboots(paths: VmPaths, count: int) -> None:
+    partial = paths.dir / f"{REBOOTS_FILE}.partial"
+    partial.write_text(f"{count}\n")
+    partial.replace(paths.dir / REBOOTS_FILE)
