@@ -187,6 +187,8 @@ def observe(session: Session, host: Host, status: Status) -> None:
         detail = report.detail if report else ""
         changed = (state, reboots, detail) != (vm.observed, vm.observed_reboots, vm.observed_detail)
         vm.observed, vm.observed_reboots, vm.observed_detail = state, reboots, detail
+        if report is not None and report.console is not None:
+            vm.console = report.console
         if (changed or vm.label == "wait_gone") and vm.strand_id is not None:
             strand.incr(session, vm.strand_id, "observed")
 

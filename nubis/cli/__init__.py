@@ -14,7 +14,7 @@ import typer
 from typer._click import Command, Context
 from typer.core import TyperGroup
 
-from nubis.cli import account, agent, project, ssh_key, token
+from nubis.cli import account, agent, image, project, ssh_key, token, vm
 from nubis.cli.output import fail
 from nubis.errors import NubisError
 
@@ -70,6 +70,8 @@ agent.register(app)
 project.register(app)
 token.register(app)
 ssh_key.register(app)
+vm.register(app)
+image.register(app)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +13,8 @@ from nubis.cli.profile import Config, Profile
 from nubis.errors import InvalidInput, Unauthenticated, Unavailable, from_problem
 
 TIMEOUT_SECONDS = 30.0
+UPLOAD_ANSWER_SECONDS = 600.0
+"""How long an upload waits for the API to hash, check and keep the file it received."""
 
 
 class Client:
@@ -28,24 +31,46 @@ class Client:
             )
         return cls(profile.api_url, profile.token)
 
-    def request(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
-        """The answer's JSON (None for 204). A POST carries a fresh Idempotency-Key, so the
-        transport may retry it safely."""
-        headers = {"Idempotency-Key": str(uuid.uuid4())} if method == "POST" else {}
-        query = {k: v for k, v in params.items() if v is not None}
+    def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """The successful answer; a problem the API answered is raised as its NubisError."""
         try:
-            response = self._http.request(method, path, json=json, params=query, headers=headers)
+            response = self._http.request(method, path, **options)
         except httpx.TransportError as error:
             raise Unavailable(f"cannot reach the API at {self.api_url}: {error}") from None
-        if response.status_code == 204:
-            return None
         if response.is_success:
-            return response.json()
+            return response
         try:
             problem = response.json()
         except ValueError:
             problem = {"detail": f"HTTP {response.status_code}: {response.text[:200]}"}
         raise from_problem(problem, response.status_code)
+
+    def request(self, method: str, path: str, json: Any = None, **params: Any) -> Any:
+        """The answer's JSON (None for 204). A POST carries a fresh Idempotency-Key, so the
+        transport may retry it safely."""
+        headers = {"Idempotency-Key": str(uuid.uuid4())} if method == "POST" else {}
+        query = {k: v for k, v in params.items() if v is not None}
+        response = self._send(method, path, json=json, params=query, headers=headers)
+        if response.status_code == 204:
+            return None
+        return response.json()
+
+    def text(self, path: str) -> str:
+        """A GET whose answer is text, not JSON."""
+        return self._send("GET", path).text
+
+    def put_stream(self, path: str, chunks: Iterable[bytes], length: int) -> Any:
+        """PUT a raw body of `length` bytes from `chunks` as they come, so a file of many
+        gigabytes is never held in memory; the answer's JSON. The server checks the whole
+        file before it answers, hence the long read timeout."""
+        response = self._send(
+            "PUT",
+            path,
+            content=chunks,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
+            timeout=httpx.Timeout(TIMEOUT_SECONDS, read=UPLOAD_ANSWER_SECONDS),
+        )
+        return response.json()
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, **params)

@@ -39,6 +39,8 @@ class Vm(Base):
     observed_reboots: Mapped[int] = mapped_column(default=0)
     observed_detail: Mapped[str] = mapped_column(Text, default="")
     failure: Mapped[str | None] = mapped_column(Text)
+    console: Mapped[str | None] = mapped_column(Text)
+    """The serial console's last bytes, as the agent last sent them."""
     created_at: Mapped[datetime] = mapped_column(default=now)
 
     __table_args__ = (

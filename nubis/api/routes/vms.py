@@ -5,6 +5,7 @@ routes answer 202 with the VM in its transitional state."""
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -88,6 +89,15 @@ def read_vm(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> 
     with db.reading() as session:
         access = project_access(session, principal, project, Action.READ)
         return _out(session, vms.find(session, access.project.id, vm))
+
+
+@router.get("/{vm}/console", response_class=PlainTextResponse)
+def read_console(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> str:
+    """The last bytes (up to 16 KiB) of the VM's serial console, as its host last
+    reported them; empty until it has. Read-only: nothing typed reaches the VM."""
+    with db.reading() as session:
+        access = project_access(session, principal, project, Action.READ)
+        return vms.find(session, access.project.id, vm).console or ""
 
 
 def _signal(db: DatabaseDep, principal: PrincipalDep, project: str, ref: str, name: str) -> VmOut:

@@ -503,6 +503,8 @@ CASES = [
              "name": "fresh", "image": w.ready, "location": w.location, "memory": "1G"})),
     Case("GET", "/v1/projects/{project}/vms/{vm}",
          (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms/{vm}")),
+    Case("GET", "/v1/projects/{project}/vms/{vm}/console",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms/{vm}/console")),
     Case("POST", "/v1/projects/{project}/vms/{vm}/start",
          (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}/start")),
     Case("POST", "/v1/projects/{project}/vms/{vm}/stop",
