@@ -193,9 +193,9 @@ def observe(session: Session, host: Host, status: Status) -> None:
             strand.incr(session, vm.strand_id, "observed")
 
 
-def display_state(vm: Vm, deleting: bool = False) -> str:
+def display_state(vm: Vm) -> str:
     """The one word people see."""
-    if deleting or vm.label in GONE_LABELS:
+    if vm.label in GONE_LABELS:
         return "deleting"
     if vm.observed is None or vm.observed == "preparing":
         return "creating" if vm.label == "wait_up" else "starting"

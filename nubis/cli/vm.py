@@ -236,9 +236,6 @@ def _ask(
     client, chosen = signed_in(profile)
     base = _vms(project_of(chosen, project))
     vm = client.post(f"{base}/{part(name)}/{action}")
-    if goal == REBOOTED and vm["state"] in ("stopped", "stopping"):
-        # The API takes the request, but a VM that is not running has nothing to reboot.
-        fail(f"VM {vm['name']} is {vm['state']}: start it with `nubis vm start {name}`")
     if not as_json:
         console.print(f"VM {vm['name']} is {vm['state']}.")
     if wait:

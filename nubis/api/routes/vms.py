@@ -23,11 +23,12 @@ from nubis.units import parse_size
 
 router = APIRouter(prefix="/v1/projects/{project}/vms", tags=["vms"])
 
-SIGNALS = ("start", "stop", "reboot")
+ASKED = {"start": "starting", "stop": "stopping", "reboot": "rebooting", "destroy": "deleting"}
+"""What a VM shows in the answer to each request that changes it."""
 
 
-def _out(session: Session, vm: Vm, *, deleting: bool = False) -> VmOut:
-    return VmOut.of(vm, vms.nics_of(session, [vm.id]).get(vm.id, []), deleting=deleting)
+def _out(session: Session, vm: Vm, *, shown: str | None = None) -> VmOut:
+    return VmOut.of(vm, vms.nics_of(session, [vm.id]).get(vm.id, []), shown=shown)
 
 
 @router.get("")
@@ -106,9 +107,12 @@ def _signal(db: DatabaseDep, principal: PrincipalDep, project: str, ref: str, na
         vm = vms.find(session, access.project.id, ref, lock=True)
         if vm.label in vms.GONE_LABELS:
             raise Conflict(f"VM {vm.name} is being deleted")
+        if name == "reboot" and not vm.running:
+            raise Conflict(f"VM {vm.name} is stopped: start it instead of rebooting it")
         if vm.strand_id is None or not strand.incr(session, vm.strand_id, name):
             raise Conflict(f"VM {vm.name} takes no requests now")
-        return _out(session, vm, deleting=name == "destroy")
+        changes = name in ("reboot", "destroy") or vm.running == (name == "stop")
+        return _out(session, vm, shown=ASKED[name] if changes else None)
 
 
 @router.post("/{vm}/start", status_code=status.HTTP_202_ACCEPTED)

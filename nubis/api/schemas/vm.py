@@ -52,11 +52,13 @@ class VmOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, vm: Vm, nics: list[Nic], *, deleting: bool = False) -> VmOut:
+    def of(cls, vm: Vm, nics: list[Nic], *, shown: str | None = None) -> VmOut:
+        """`shown`: the state to show instead, for the answer to a request that moves the
+        VM there (its prog has yet to act on it)."""
         return cls(
             id=format_id(Kind.VM, vm.id),
             name=vm.name,
-            state=display_state(vm, deleting),
+            state=shown or display_state(vm),
             cores=vm.cores,
             memory_bytes=vm.memory_bytes,
             disk_bytes=vm.disk_bytes,

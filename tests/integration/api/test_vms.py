@@ -146,19 +146,23 @@ def test_a_vm_runs_stops_starts_and_reboots_as_its_host_reports(
     drain(dispatcher)
     assert state(alice, project) == "running"
 
-    assert alice.post(f"/v1/projects/{project}/vms/web1/stop").status_code == 202
+    stopping = alice.post(f"/v1/projects/{project}/vms/web1/stop")
+    assert (stopping.status_code, stopping.json()["state"]) == (202, "stopping")
     drain(dispatcher)
     assert agent.desired().vms[0].running is False
     assert state(alice, project) == "stopping"
     agent.report(**{vm: "stopped"})
     drain(dispatcher)
     assert state(alice, project) == "stopped"
+    refused = alice.post(f"/v1/projects/{project}/vms/web1/reboot")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == "VM web1 is stopped: start it instead of rebooting it"
 
-    alice.post(f"/v1/projects/{project}/vms/web1/start")
+    assert alice.post(f"/v1/projects/{project}/vms/web1/start").json()["state"] == "starting"
     drain(dispatcher)
     assert agent.desired().vms[0].running is True
     agent.report(**{vm: "running"})
-    alice.post(f"/v1/projects/{project}/vms/web1/reboot")
+    assert alice.post(f"/v1/projects/{project}/vms/web1/reboot").json()["state"] == "rebooting"
     drain(dispatcher)
     assert agent.desired().vms[0].reboots == 1
     assert state(alice, project) == "rebooting"

@@ -276,7 +276,7 @@ def test_stop_start_reboot_and_delete_each_wait_for_their_end(tenant: Tenant) ->
     assert stopped.stdout.endswith("VM web1 is stopped.\n"), stopped
     refused(
         tenant.run("vm", "reboot", "web1", "--wait"),
-        "VM web1 is stopped: start it with `nubis vm start web1`",
+        "VM web1 is stopped: start it instead of rebooting it",
     )
     started = tenant.run("vm", "start", "web1", "--wait", "--json").json()
     assert started["state"] == "running"
