@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from nubis.cli.admin_account import audit, user_app
 from nubis.cli.admin_host import host_app, location_app
+from nubis.cli.admin_image import image_app
 from nubis.cli.output import JsonOption, console, emit_json, fail, show, table
 from nubis.cli.store import database
 from nubis.db.migrate import current_revision, upgrade
@@ -24,6 +25,7 @@ app.add_typer(strand_app, name="strand")
 app.add_typer(user_app, name="user")
 app.add_typer(location_app, name="location")
 app.add_typer(host_app, name="host")
+app.add_typer(image_app, name="image")
 app.command()(audit)
 
 
