@@ -52,6 +52,10 @@ class Settings(EngineSettings):
     placement_policy: Literal["spread", "pack"] = "spread"
     """`spread`: a new VM goes to the least used host; `pack`: to the most used that fits."""
 
+    tiny_image: bool = True
+    """Whether `nubis up` builds the tiny guest image and adds it as the public image
+    `tiny` (once, in the background) when there is none."""
+
     data_dir: Path = Field(default_factory=default_data_dir)
     database_url: str = ""
     """SQLAlchemy URL; empty means SQLite in the data dir."""

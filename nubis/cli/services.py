@@ -25,6 +25,7 @@ from nubis.config import Settings
 from nubis.db import Database
 from nubis.db.migrate import current_revision, head_revision, upgrade
 from nubis.engine.worker import Worker
+from nubis.images import public
 from nubis.logs import configure_logging
 from nubis.models import Flooding, Location, User
 from nubis.secretbox import SecretBox
@@ -67,6 +68,8 @@ def up(
         target=local_agent.run, args=(agent_stop,), name="agent", daemon=True
     )
     agent_thread.start()
+    if settings.tiny_image:
+        threading.Thread(target=_add_tiny, args=(db, settings), name="tiny", daemon=True).start()
     api_url = settings.api_url
     console.print("nubis is up", style="bold green")
     console.print(
@@ -80,9 +83,15 @@ def up(
         email, password = first_login
         console.print(
             "\nAn operator account was made for you. Log in with\n"
-            f"  nubis login --email {email}\n"
-            f"and the password {password} (shown only this once).",
+            f"  nubis login --email {email} --api-url {api_url}\n"
+            f"and the password {password} (shown only this once). Then:\n"
+            "  nubis project create demo && nubis project use demo\n"
+            "  nubis ssh-key add me ~/.ssh/id_ed25519.pub\n"
+            "  nubis vm create web1 --image tiny --wait\n"
+            "  nubis vm ssh web1\n"
+            "(the image `tiny` is built in the background: ready in about a minute)",
         )
+
     try:
         _serve(db, settings)
     finally:
@@ -160,6 +169,15 @@ def _local_agent(db: Database, settings: Settings) -> Agent:
         lambda: hardware.report(socket.gethostname(), settings.api_url, state_dir),
         join_token=join_token,
     )
+
+
+def _add_tiny(db: Database, settings: Settings) -> None:
+    """Build and add the public image `tiny` if there is none; a failure is only logged:
+    the cloud runs without it, and `nubis admin image build-tiny` tries again."""
+    try:
+        public.ensure_tiny(db, settings)
+    except Exception:
+        log.exception("could not build the tiny image; try `nubis admin image build-tiny`")
 
 
 def _private_prefix() -> str:

@@ -22,7 +22,9 @@ from tests.conftest import REPO
 
 START_SECONDS = 30.0
 STOP_SECONDS = 15.0
-"""What `nubis.cli.main` exits with when a KeyboardInterrupt reaches it."""
+TINY_SECONDS = 240.0
+"""Building the tiny image takes about 15 s with the Debian packages cached, longer
+when they have to be downloaded first."""
 
 
 def _free_port() -> int:
@@ -60,16 +62,20 @@ def _up_then_stop(
     logs: Path,
     stop: signal.Signals = signal.SIGINT,
     while_up: Callable[[str, str], None] | None = None,
+    *,
+    tiny: bool = False,
 ) -> Run:
     """Start `nubis up`, wait until its API is healthy, call `while_up(api_url, stdout)`,
-    send `stop`, wait for the exit."""
+    send `stop`, wait for the exit. `tiny`: let it build the tiny image."""
     port = _free_port()
     logs.mkdir(parents=True, exist_ok=True)
     stdout_path, stderr_path = logs / "stdout", logs / "stderr"
     environment = {
         name: value for name, value in os.environ.items() if not name.startswith("NUBIS_")
     }
-    environment.update(NUBIS_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO))
+    environment.update(
+        NUBIS_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO), NUBIS_TINY_IMAGE=str(tiny).lower()
+    )
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "nubis", "up", "--port", str(port)],
@@ -126,21 +132,21 @@ def test_up_exits_cleanly_when_asked_to_stop(tmp_path: Path, stop: signal.Signal
     assert run.returncode == 0
 
 
-def _hosts(data_dir: Path) -> list[dict[str, str]]:
+def _admin_list(data_dir: Path, what: str) -> list[dict[str, str]]:
     listed = subprocess.run(
-        [sys.executable, "-m", "nubis", "admin", "host", "list", "--json"],
+        [sys.executable, "-m", "nubis", "admin", what, "list", "--json"],
         env={**os.environ, "NUBIS_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)},
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
     )
-    hosts: list[dict[str, str]] = json.loads(listed.stdout)
-    return hosts
+    found: list[dict[str, str]] = json.loads(listed.stdout)
+    return found
 
 
 @pytest.mark.slow
-def test_up_on_a_new_data_dir_makes_an_operator_and_joins_this_machine_as_a_host(
+def test_up_on_a_new_data_dir_makes_an_operator_joins_this_machine_and_adds_tiny(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "data"
@@ -163,12 +169,16 @@ def test_up_on_a_new_data_dir_makes_an_operator_and_joins_this_machine_as_a_host
         )
         assert me.json()["is_operator"] is True
         deadline = time.monotonic() + START_SECONDS
-        while not (listed := _hosts(data_dir)) and time.monotonic() < deadline:
+        while not (listed := _admin_list(data_dir, "host")) and time.monotonic() < deadline:
             time.sleep(0.5)  # the agent joins once the API answers
         (local,) = listed
         assert (local["location"], local["health"]) == ("local", "online")
+        deadline = time.monotonic() + TINY_SECONDS
+        while not (images := _admin_list(data_dir, "image")) and time.monotonic() < deadline:
+            time.sleep(1.0)  # built in the background
+        assert [(i["name"], i["state"]) for i in images] == [("tiny", "active")]
 
-    first = _up_then_stop(data_dir, tmp_path / "first", while_up=log_in)
+    first = _up_then_stop(data_dir, tmp_path / "first", while_up=log_in, tiny=True)
     assert first.returncode == 0, first.stderr
     assert logins == [201]
     assert first.stdout.count("An operator account was made") == 1
