@@ -33,6 +33,8 @@ TIMED_OUT = 124
 GONE = "gone"
 """The goal of waiting on a delete: the VM no longer exists."""
 REBOOTED = "rebooted"
+CONNECTION_ATTEMPTS = 30
+"""Seconds `vm ssh` keeps trying to connect: a guest that just started is still booting."""
 IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
 """Private keys tried, in this order, when `vm ssh` is given none."""
 
@@ -458,11 +460,14 @@ def ssh_argv(
     Its host key is filed under the VM's id (HostKeyAlias) in a known_hosts file of the
     CLI's own: VM addresses are reused, and a new VM at an old address must not trip
     over the key of the one before. A first key is taken (accept-new); a changed one
-    for the same VM is refused, as ssh does. `extra` follows the destination, where
-    ssh reads further options and then the remote command.
+    for the same VM is refused, as ssh does. A VM that runs may still be booting, so
+    the connection is tried for a while (once a second) before ssh gives up. `extra`
+    follows the destination, where ssh reads further options and then the remote
+    command.
     """
     argv = [
         "ssh",
+        "-o", f"ConnectionAttempts={CONNECTION_ATTEMPTS}",
         "-o", f"HostKeyAlias={vm_id}",
         "-o", f"UserKnownHostsFile={known_hosts}",
         "-o", "StrictHostKeyChecking=accept-new",

@@ -22,8 +22,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,6 +45,7 @@ from tests.e2e.processes import (
     base_environment,
     begin,
     checked,
+    command_line,
     daemon,
     end,
     nubis_command,
@@ -108,6 +110,25 @@ class Host:
         """Stop the agent as an operator would (SIGTERM), SIGKILL if it lingers."""
         if self.agent is not None:
             stop(self.agent, group=True)
+
+    def pids(self) -> list[int]:
+        """Every process in the host's namespace."""
+        return namespaces.pids_in(self.namespace)
+
+    def qemu_pids(self, vm_id: str) -> list[int]:
+        """The QEMU processes in the host's namespace that run VM `vm_id`."""
+        name = f"guest={vm_id}"
+        return [
+            pid
+            for pid in self.pids()
+            if (argv := command_line(pid)) is not None
+            and any(a == "-name" and b == name for a, b in pairwise(argv))
+        ]
+
+    def links(self) -> list[str]:
+        """The names of the links in the host's namespace."""
+        listed = namespaces.run("ip", "-n", self.namespace, "-o", "link", "show").stdout
+        return [line.split(":")[1].strip().split("@")[0] for line in listed.splitlines()]
 
 
 class Cloud:
@@ -214,11 +235,13 @@ class Cloud:
         port = namespaces.free_port(underlay.plane_address)
         self.api_url = f"http://[{underlay.plane_address}]:{port}"
         checked(self.admin("db", "upgrade"))
-        for name, argv in {"api": ["api"], "worker": ["worker"]}.items():
-            log = self.data_dir / f"{name}.log"
-            command = [*nubis_command(), *argv]
-            self.processes[name] = daemon(command, self.plane_environment(), self.data_dir, log)
-            self.remember(name, self.processes[name].pid)
+        api = daemon(
+            [*nubis_command(), "api"], self.plane_environment(), self.data_dir,
+            self.data_dir / "api.log",
+        )  # fmt: skip
+        self.processes["api"] = api
+        self.remember("api", api.pid)
+        self.start_worker()
         prefix = str(namespaces.ula_prefix(48))
         self._admin_together(
             [["location", "create", LOCATION, "--prefix", prefix]]
@@ -279,6 +302,29 @@ class Cloud:
         for host in self.hosts.values():
             assert host.vm_prefix is not None
             self._underlay.route(host.vm_prefix, host.number)
+
+    # -- the worker --------------------------------------------------------------------
+
+    def start_worker(self, argv: Sequence[str] | None = None) -> subprocess.Popen[bytes]:
+        """Start the control plane's worker: `nubis worker`, or `argv` in its place (e.g.
+        `[sys.executable, "-m", "tests.e2e.worker_faults", LABEL, MARKER]`), with the
+        plane's environment; its output goes to `worker.log` too."""
+        running = self.processes.get("worker")
+        if running is not None and running.poll() is None:
+            raise CloudError("a worker runs already: stop it first")
+        command = list(argv) if argv is not None else [*nubis_command(), "worker"]
+        log = self.data_dir / "worker.log"
+        worker = daemon(command, self.plane_environment(), self.data_dir, log)
+        self.processes["worker"] = worker
+        self.remember("worker", worker.pid)
+        return worker
+
+    def stop_worker(self) -> None:
+        """Stop the worker as an operator would (SIGTERM: it finishes the labels it runs
+        and gives back its strands), SIGKILL if it lingers."""
+        worker = self.processes.get("worker")
+        if worker is not None:
+            stop(worker, group=False)
 
     def remember(self, name: str, pid: int) -> None:
         """Write a started process down, so that even a killed run's next run finds it."""
@@ -380,6 +426,10 @@ class Cloud:
     def project(who: str = "user") -> str:
         """The project of the user (or the operator) that their CLI works in."""
         return f"{who}-e2e"
+
+    def config_dir(self, who: str = "user") -> Path:
+        """Where the user's (or the operator's) CLI keeps its profiles and known_hosts."""
+        return self._home(who) / "config" / "nubis"
 
     def _home(self, who: str) -> Path:
         home = self.work_dir / who

@@ -122,6 +122,16 @@ def start_time(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
+def command_line(pid: int) -> list[str] | None:
+    """The arguments process `pid` runs with; None if it is gone (or a zombie, whose
+    command line is empty)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]] or None
+
+
 @dataclass(frozen=True)
 class Process:
     """One process, named by what it is to the cloud; two are the same if their pid and

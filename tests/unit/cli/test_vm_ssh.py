@@ -21,13 +21,14 @@ def _vm(*addresses: str | None) -> dict[str, Any]:
     return {"name": "web1", "id": VM_ID, "nics": nics}
 
 
-def test_the_argv_files_the_host_key_under_the_vm_id_in_the_cli_s_own_known_hosts() -> None:
+def test_the_argv_files_the_host_key_under_the_vm_id_and_waits_for_a_booting_guest() -> None:
     argv = ssh_argv(
         "2001:db8:1::5", VM_ID, user="root", identity=Path("/k/id_ed25519"), known_hosts=KNOWN
     )
 
     assert argv == [
         "ssh",
+        "-o", "ConnectionAttempts=30",
         "-o", f"HostKeyAlias={VM_ID}",
         "-o", f"UserKnownHostsFile={KNOWN}",
         "-o", "StrictHostKeyChecking=accept-new",
