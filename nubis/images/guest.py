@@ -145,15 +145,17 @@ say "ssh keys $(wc -l < /root/.ssh/authorized_keys)"
 # stops, and clients that know it keep trusting it.
 hostkey=/etc/dropbear/dropbear_ed25519_host_key
 kept=/mnt/boot/hostkey
+mounted=
 boot=$(findfs LABEL=@BOOT_LABEL@ 2>/dev/null)
 if [ -n "$boot" ] && mount -t vfat "$boot" /mnt/boot 2>/dev/null; then
+    mounted=yes
     [ -s "$kept" ] && cp "$kept" "$hostkey"
 fi
 if [ ! -s "$hostkey" ]; then
     dropbearkey -t ed25519 -f "$hostkey" > /dev/null 2>&1
-    mountpoint -q /mnt/boot && cp "$hostkey" "$kept"
+    [ -n "$mounted" ] && cp "$hostkey" "$kept"
 fi
-mountpoint -q /mnt/boot && umount /mnt/boot
+[ -n "$mounted" ] && umount /mnt/boot
 say "host key $(dropbearkey -y -f "$hostkey" 2>/dev/null | grep '^ssh-')"
 dropbear -r "$hostkey" -p 22 -s -P /run/dropbear.pid -E 2>> /var/log/dropbear.log
 
