@@ -27,6 +27,7 @@ format: deps
 bench: deps postgres
 	$(BIN)/python bench/engine.py --quick
 	$(BIN)/python bench/scheduler.py --quick
+	$(BIN)/python bench/vm_create.py --quick
 
 system:
 	@tools/install-system-packages
