@@ -169,8 +169,9 @@ def test_leftovers_of_a_killed_run_are_removed_but_a_live_runs_are_not() -> None
             namespaces.run("ip", "netns", "add", names.namespace("h1"))
             namespaces.run("ip", "link", "add", names.bridge, "type", "bridge")
         # The stale run's owner was a process that has exited since.
-        exited = subprocess.Popen(["true"])
+        exited = subprocess.Popen(["sleep", "60"])
         owner = Process.of("owner", exited.pid)
+        exited.kill()
         exited.wait()
         assert owner is not None
         (stale.work_dir / "owner").write_text(

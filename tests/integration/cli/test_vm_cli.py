@@ -443,6 +443,7 @@ def test_ssh_runs_ssh_to_the_vm_address_with_its_host_key_kept_under_the_vm_id(
 
     known = tenant.cli.config_path.parent / "known_hosts"
     assert ssh.stdout.splitlines() == [
+        "-o", "ConnectionAttempts=30",
         "-o", f"HostKeyAlias={vm['id']}",
         "-o", f"UserKnownHostsFile={known}",
         "-o", "StrictHostKeyChecking=accept-new",
