@@ -181,20 +181,17 @@ class Reconciler:
             return VmState.STOPPED
         return VmState.RUNNING
 
-    def _seen(self, spec: VmSpec, paths: VmPaths, state: VmState) -> VmObserved:
+    def _seen(self, spec: VmSpec, paths: VmPaths, state: VmState, detail: str = "") -> VmObserved:
         return VmObserved(
-            id=spec.id, state=state, reboots=_reboots(paths), console=self._console(paths)
+            id=spec.id,
+            state=state,
+            reboots=_reboots(paths),
+            detail=detail,
+            console=self._console(paths),
         )
 
     def _failed(self, spec: VmSpec, reason: str) -> VmObserved:
-        paths = VmPaths.of(self.vms_root, spec.id)
-        return VmObserved(
-            id=spec.id,
-            state=VmState.ERROR,
-            reboots=_reboots(paths),
-            detail=reason,
-            console=self._console(paths),
-        )
+        return self._seen(spec, VmPaths.of(self.vms_root, spec.id), VmState.ERROR, reason)
 
     def _console(self, paths: VmPaths) -> str | None:
         """The console's tail if it grew since the control plane last got it."""

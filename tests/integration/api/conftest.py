@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from nubis import hosts
 from nubis.api import create_app
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.secretbox import SecretBox
+from tests.integration.api.host_agent import Agent
 from tests.integration.api.people import People
+from tests.integration.api.test_agent import REPORT
 
 
 @pytest.fixture
@@ -36,3 +40,14 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 @pytest.fixture
 def people(db: Database, client: TestClient) -> People:
     return People(db, client)
+
+
+@pytest.fixture
+def agent(client: TestClient, db: Database) -> Agent:
+    """A host joined to a location `fra1` (2001:db8:1::/48), played by the test."""
+    with db.transaction() as session:
+        location = hosts.create_location(session, "fra1", "2001:db8:1::/48", flooding="unicast")
+        token = hosts.issue_join_token(session, location.id, timedelta(hours=1))
+    answer = client.post("/v1/agent/register", json={"join_token": token, "host": REPORT})
+    assert answer.status_code == 201, answer.text
+    return Agent(client, answer.json()["credential"])

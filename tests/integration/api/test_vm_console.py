@@ -3,30 +3,16 @@ reported it, for everyone in the project to read."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from nubis import hosts
 from nubis.db import Database
 from nubis.models import Image, ImageState, Role
+from tests.integration.api.host_agent import Agent
 from tests.integration.api.people import People, Person, problem
-from tests.integration.api.test_agent import REPORT
-from tests.integration.api.test_vms import Agent
 
 GIB = 1024**3
-
-
-@pytest.fixture
-def agent(client: TestClient, db: Database) -> Agent:
-    with db.transaction() as session:
-        location = hosts.create_location(session, "fra1", "2001:db8:1::/48", flooding="unicast")
-        token = hosts.issue_join_token(session, location.id, timedelta(hours=1))
-    answer = client.post("/v1/agent/register", json={"join_token": token, "host": REPORT})
-    assert answer.status_code == 201, answer.text
-    return Agent(client, answer.json()["credential"])
 
 
 @pytest.fixture

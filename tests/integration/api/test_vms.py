@@ -5,25 +5,20 @@ see as the agent reports back."""
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from nubis import hosts
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher
 from nubis.models import Allocation, Host, Image, ImageState, Nic, Role, Vm
-from nubis.protocol import Desired
 from nubis.scheduling.allocator import differences
+from tests.integration.api.host_agent import Agent
 from tests.integration.api.people import People, Person, problem
-from tests.integration.api.test_agent import REPORT
 from tests.integration.engine.helpers import drain
 
 KEY = (
@@ -32,47 +27,9 @@ KEY = (
 GIB = 1024**3
 
 
-@dataclass
-class Agent:
-    """The test playing a host's agent."""
-
-    client: TestClient
-    credential: str
-    revision: int = 0
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.credential}"}
-
-    def desired(self) -> Desired:
-        answer = self.client.get(
-            "/v1/agent/desired", params={"after": self.revision}, headers=self.auth
-        )
-        assert answer.status_code == 200, answer.text
-        desired = Desired.model_validate(answer.json())
-        self.revision = desired.revision
-        return desired
-
-    def report(self, **states: str) -> None:
-        vms = [{"id": vm, "state": state, "reboots": 0} for vm, state in states.items()]
-        body: dict[str, Any] = {"revision": self.revision, "vms": vms}
-        answer = self.client.post("/v1/agent/status", json=body, headers=self.auth)
-        assert answer.status_code == 204, answer.text
-
-
 @pytest.fixture
 def dispatcher(db: Database) -> Dispatcher:
     return Dispatcher(db, Settings(lease_seconds=30))
-
-
-@pytest.fixture
-def agent(client: TestClient, db: Database) -> Agent:
-    with db.transaction() as session:
-        location = hosts.create_location(session, "fra1", "2001:db8:1::/48", flooding="unicast")
-        token = hosts.issue_join_token(session, location.id, timedelta(hours=1))
-    answer = client.post("/v1/agent/register", json={"join_token": token, "host": REPORT})
-    assert answer.status_code == 201, answer.text
-    return Agent(client, answer.json()["credential"])
 
 
 @pytest.fixture

@@ -16,12 +16,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from nubis.auth import accounts, tokens
 from nubis.db import Database
+from nubis.models import Membership, Project, Role
 from tests.conftest import REPO, STORES, create_database, drop_database, postgres_database_url
 
 START_SECONDS = 30.0
@@ -136,3 +139,27 @@ def store(api: Api) -> Iterator[Database]:
         yield database
     finally:
         database.dispose()
+
+
+@dataclass(frozen=True)
+class Member:
+    """A new user, member of a new project of their own; `env` makes the CLI act as them
+    in it."""
+
+    tag: str
+    project: str
+    project_id: UUID
+    env: dict[str, str]
+
+
+def new_member(api: Api, store: Database) -> Member:
+    tag = uuid.uuid4().hex[:8]
+    with store.transaction() as session:
+        user = accounts.create_user(session, f"u-{tag}", f"{tag}@example.com", uuid.uuid4().hex)
+        _, secret = tokens.issue(session, user.id, "cli")
+        project = Project(name=f"p-{tag}")
+        session.add(project)
+        session.flush()
+        session.add(Membership(project_id=project.id, user_id=user.id, role=Role.MEMBER))
+    env = {"NUBIS_API_URL": api.url, "NUBIS_TOKEN": secret, "NUBIS_PROJECT": project.name}
+    return Member(tag, project.name, project.id, env)

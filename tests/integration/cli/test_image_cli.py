@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from nubis.auth import accounts, tokens
 from nubis.db import Database
-from nubis.models import Image, Membership, Project, Role
-from tests.integration.cli.conftest import Api
+from nubis.models import Image, Project
+from tests.integration.cli.conftest import Api, new_member
 from tests.integration.cli.test_user_cli import (
-    PASSWORD,
     Cli,
     Result,
     _row_of,
@@ -44,16 +41,8 @@ class Tenant:
 
 @pytest.fixture
 def tenant(api: Api, store: Database, tmp_path: Path) -> Tenant:
-    tag = uuid.uuid4().hex[:8]
-    with store.transaction() as session:
-        user = accounts.create_user(session, f"u-{tag}", f"{tag}@example.com", PASSWORD)
-        _, secret = tokens.issue(session, user.id, "cli")
-        project = Project(name=f"p-{tag}")
-        session.add(project)
-        session.flush()
-        session.add(Membership(project_id=project.id, user_id=user.id, role=Role.MEMBER))
-    env = {"NUBIS_API_URL": api.url, "NUBIS_TOKEN": secret, "NUBIS_PROJECT": f"p-{tag}"}
-    return Tenant(Cli(tmp_path / "terminal"), env, f"p-{tag}", tmp_path)
+    member = new_member(api, store)
+    return Tenant(Cli(tmp_path / "terminal"), member.env, member.project, tmp_path)
 
 
 def qcow2(directory: Path, name: str, *extra: str, size: str = "64M") -> Path:

@@ -14,7 +14,6 @@ import select
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,19 +25,17 @@ import pytest
 from sqlalchemy import select as query
 
 from nubis import hosts
-from nubis.auth import accounts, tokens
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher
 from nubis.ids import Kind, parse_id
-from nubis.models import Image, ImageState, Membership, Project, Role, SshKey, Vm
+from nubis.models import Image, ImageState, SshKey, Vm
 from nubis.protocol import Desired
 from nubis.sshkey import parse
 from tests.integration.api.test_agent import REPORT
-from tests.integration.cli.conftest import Api, nubis_command
+from tests.integration.cli.conftest import Api, new_member, nubis_command
 from tests.integration.cli.test_user_cli import (
     COMMAND_SECONDS,
-    PASSWORD,
     Cli,
     Result,
     _public_key,
@@ -182,17 +179,12 @@ def _register(api: Api, store: Database, tag: str) -> tuple[str, Host]:
 
 @pytest.fixture
 def tenant(api: Api, store: Database, tmp_path: Path) -> Iterator[Tenant]:
-    tag = uuid.uuid4().hex[:8]
+    member = new_member(api, store)
+    tag = member.tag
     with store.transaction() as session:
-        user = accounts.create_user(session, f"u-{tag}", f"{tag}@example.com", PASSWORD)
-        _, secret = tokens.issue(session, user.id, "cli")
-        project = Project(name=f"p-{tag}")
-        session.add(project)
-        session.flush()
-        session.add(Membership(project_id=project.id, user_id=user.id, role=Role.MEMBER))
         session.add(
             Image(
-                project_id=project.id,
+                project_id=member.project_id,
                 name="tiny",
                 state=ImageState.ACTIVE,
                 size_bytes=2**20,
@@ -203,7 +195,7 @@ def tenant(api: Api, store: Database, tmp_path: Path) -> Iterator[Tenant]:
         key = parse(_public_key(tmp_path, "laptop").read_text())
         session.add(
             SshKey(
-                project_id=project.id,
+                project_id=member.project_id,
                 name="laptop",
                 public_key=key.line,
                 fingerprint=key.fingerprint,
@@ -211,10 +203,9 @@ def tenant(api: Api, store: Database, tmp_path: Path) -> Iterator[Tenant]:
         )
     location, host = _register(api, store, tag)
     cli = Cli(tmp_path / "terminal")
-    env = {"NUBIS_API_URL": api.url, "NUBIS_TOKEN": secret, "NUBIS_PROJECT": f"p-{tag}"}
     host.start()
     try:
-        yield Tenant(cli, env, f"p-{tag}", location, host, tmp_path)
+        yield Tenant(cli, member.env, member.project, location, host, tmp_path)
     finally:
         host.stop()
 

@@ -1,0 +1,38 @@
+"""The test playing a host's agent over the agent API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from nubis.protocol import Desired
+
+
+@dataclass
+class Agent:
+    """The test playing a host's agent."""
+
+    client: TestClient
+    credential: str
+    revision: int = 0
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential}"}
+
+    def desired(self) -> Desired:
+        answer = self.client.get(
+            "/v1/agent/desired", params={"after": self.revision}, headers=self.auth
+        )
+        assert answer.status_code == 200, answer.text
+        desired = Desired.model_validate(answer.json())
+        self.revision = desired.revision
+        return desired
+
+    def report(self, **states: str) -> None:
+        vms = [{"id": vm, "state": state, "reboots": 0} for vm, state in states.items()]
+        body: dict[str, Any] = {"revision": self.revision, "vms": vms}
+        answer = self.client.post("/v1/agent/status", json=body, headers=self.auth)
+        assert answer.status_code == 204, answer.text
