@@ -6,6 +6,7 @@ Sizes are bytes, counts are integers.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,13 +61,49 @@ class ImageRef(_Wire):
     virtual_size_bytes: int = Field(gt=0)
 
 
+class Ipam(StrEnum):
+    """How a network's NICs get their addresses."""
+
+    NONE = "none"
+    """Plain layer 2: no prefix, no address; the NICs have their link-local addresses."""
+    MANUAL = "manual"
+    """A /64 and an address per NIC, not announced: the guest sets the address it is
+    told (the metadata service's network config says which)."""
+    AUTO = "auto"
+    """A /64 announced by router advertisements: the guest configures itself (SLAAC)."""
+
+
+NETWORK_MTU = 1430
+"""The MTU of a project network's links: 1500 less VXLAN's 70 bytes over IPv6."""
+
+
 class Nic(_Wire):
     tap: str = Field(pattern=r"^nt[0-9a-z]{1,13}$")
     """The tap's interface name (at most 15 characters, `nt…`: the agent owns those)."""
+    number: int = Field(ge=0, le=15)
+    """Its place among the VM's NICs: 0 is the host network's, the others are project
+    networks' (and may come and go while the VM runs)."""
     mac: str = Field(pattern=MAC_PATTERN)
-    address: str
-    """The NIC's IPv6 address: the host network's /64 and the EUI-64 of `mac`, so the
-    guest's SLAAC address is this one."""
+    address: str | None
+    """The NIC's IPv6 address: its network's /64 and the EUI-64 of `mac`, so that a
+    guest's SLAAC address is this one; None on an `ipam none` network."""
+    network: str | None = None
+    """The project network's id (`Desired.networks`); None: the host network."""
+    ipam: Ipam = Ipam.AUTO
+    mtu: int | None = Field(default=None, ge=1280, le=9000)
+    """The link's MTU, told to the guest (virtio `host_mtu`); None: 1500."""
+
+
+class FirewallRule(_Wire):
+    """Opens a port of a project network's NICs to sources outside the network."""
+
+    protocol: Literal["tcp", "udp", "icmp", "any"]
+    """`icmp` is ICMPv6."""
+    port_min: int | None = Field(default=None, ge=1, le=65535)
+    port_max: int | None = Field(default=None, ge=1, le=65535)
+    """A port range, tcp and udp only; None: every port."""
+    source: str
+    """An IPv6 network the traffic may come from, e.g. `::/0`."""
 
 
 class VmSpec(_Wire):
@@ -84,6 +121,8 @@ class VmSpec(_Wire):
     nics: list[Nic]
     ssh_keys: list[str]
     user_data: str | None = None
+    rules: list[FirewallRule] = Field(default_factory=list)
+    """The VM's own firewall rules, for each of its project network NICs."""
 
 
 class HostNetwork(_Wire):
@@ -96,10 +135,41 @@ class HostNetwork(_Wire):
     """The host's address on the bridge (the prefix's `::1`)."""
 
 
+class Network(_Wire):
+    """A project network on this host: one VXLAN segment, bridged to its VMs' taps.
+
+    Every host that has a VM in it has the same bridge, with the same MAC and (with a
+    prefix) the same gateway address: each host is the router of its own VMs, and its
+    own frames never cross the VXLAN.
+    """
+
+    id: str
+    bridge: str = Field(pattern=r"^nb[0-9a-z]{1,13}$")
+    vxlan: str = Field(pattern=r"^nx[0-9a-z]{1,13}$")
+    vni: int = Field(ge=1, le=2**24 - 1)
+    ipam: Ipam
+    prefix: str | None = None
+    """The network's /64 (manual and auto)."""
+    gateway: str | None = None
+    """The host's address in the /64 (its `::1`); set with `prefix`."""
+    mac: str = Field(pattern=MAC_PATTERN)
+    """The bridge's MAC, the same on every host."""
+    mtu: int = Field(default=NETWORK_MTU, ge=1280, le=9000)
+    group: str | None = None
+    """Flooding by multicast: the network's IPv6 group. None: unicast to `remotes`."""
+    remotes: list[str] = Field(default_factory=list)
+    """The underlay addresses of the other hosts that have a VM in the network, for
+    unicast flooding (head-end replication); empty with multicast."""
+    rules: list[FirewallRule] = Field(default_factory=list)
+    """The network's firewall rules, for each NIC in it."""
+
+
 class Desired(_Wire):
     revision: int = Field(ge=0)
     """Grows with every change; the agent long-polls for a revision past the one it has."""
     network: HostNetwork
+    networks: list[Network] = Field(default_factory=list)
+    """The project networks this host's VMs have NICs in."""
     vms: list[VmSpec]
 
 

@@ -170,7 +170,7 @@ def _spec(vm: Vm, image: Image, nics: list[Nic]) -> VmSpec:
         ),
         running=vm.running,
         reboots=vm.reboots,
-        nics=[WireNic(tap=n.tap, mac=n.mac, address=n.address or "") for n in nics],
+        nics=[WireNic(tap=n.tap, number=n.number, mac=n.mac, address=n.address) for n in nics],
         ssh_keys=list(vm.ssh_keys),
         user_data=vm.user_data,
     )

@@ -313,7 +313,7 @@ def _vm(run_id: str, name: str) -> VmSpec:
         image=ImageRef(id="img-tiny", sha256="0" * 64, size_bytes=1, virtual_size_bytes=1),
         running=True,
         reboots=0,
-        nics=[Nic(tap=f"nt{run_id}{name}", mac=mac, address=eui64_address(PREFIX, mac))],
+        nics=[Nic(tap=f"nt{run_id}{name}", number=0, mac=mac, address=eui64_address(PREFIX, mac))],
         ssh_keys=[f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA{name * 8} {name}@nubis"],
     )
 

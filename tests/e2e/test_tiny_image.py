@@ -216,7 +216,7 @@ def _vm(hostname: str, keys: list[str]) -> VmSpec:
         image=ImageRef(id="img-tiny", sha256="0" * 64, size_bytes=1, virtual_size_bytes=1),
         running=True,
         reboots=0,
-        nics=[Nic(tap=f"nt{vm_id[-8:]}", mac=mac, address=eui64_address(PREFIX, mac))],
+        nics=[Nic(tap=f"nt{vm_id[-8:]}", number=0, mac=mac, address=eui64_address(PREFIX, mac))],
         ssh_keys=keys,
     )
 

@@ -73,7 +73,7 @@ class GuardedNic:
 def guarded(vms: Iterable[VmSpec]) -> list[GuardedNic]:
     """Every NIC of `vms`, marked with its VM's mark."""
     return [
-        GuardedNic(tap=nic.tap, mac=nic.mac, address=nic.address, mark=mark_of(vm.id))
+        GuardedNic(tap=nic.tap, mac=nic.mac, address=nic.address or "", mark=mark_of(vm.id))
         for vm in vms
         for nic in vm.nics
     ]

@@ -129,8 +129,8 @@ def test_nothing_unchecked_reaches_the_script(field: str, value: object) -> None
 def test_guarded_marks_each_nic_with_its_vm_s_mark() -> None:
     image = ImageRef(id="img-1", sha256="0" * 64, size_bytes=1, virtual_size_bytes=1)
     nics = [
-        Nic(tap="ntx0", mac="02:00:00:00:00:01", address="fd00::1"),
-        Nic(tap="ntx1", mac="02:00:00:00:00:02", address="fd00::2"),
+        Nic(tap="ntx0", number=0, mac="02:00:00:00:00:01", address="fd00::1"),
+        Nic(tap="ntx1", number=1, mac="02:00:00:00:00:02", address="fd00::2"),
     ]
     vm = VmSpec(
         id="vm-x",

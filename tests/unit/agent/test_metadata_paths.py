@@ -23,7 +23,7 @@ def vm(
         image=IMAGE,
         running=True,
         reboots=0,
-        nics=[Nic(tap="ntweb1", mac="02:aa:00:00:00:01", address="fd00:1:2:3:aa:ff:fe00:1")],
+        nics=[Nic(tap="ntweb1", number=0, mac="02:aa:00:00:00:01", address="fd00:1:2:3:aa:ff:fe00:1")],
         ssh_keys=KEYS if ssh_keys is None else ssh_keys,
         user_data=user_data,
     )

@@ -34,6 +34,7 @@ def vm_spec(**changes: Any) -> VmSpec:
 def nic(index: int) -> Nic:
     return Nic(
         tap=f"ntweb1n{index}",
+        number=index,
         mac=f"52:54:00:12:34:{index:02x}",
         address=f"fd12:3456:789a:1:5054:ff:fe12:34{index:02x}",
     )
