@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nubis.images import tiny
 from tests.e2e.cloud import Cloud
+from tests.e2e.processes import checked
 
 requires_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2"
@@ -57,3 +60,23 @@ def cloud_factory(request: pytest.FixtureRequest) -> Iterator[CloudFactory]:
             failures.append(error)
     if failures:
         raise failures[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.build(tmp_path_factory.mktemp("tiny") / "tiny.qcow2")
+
+
+@pytest.fixture
+def vm_cloud(cloud_factory: CloudFactory, tiny_image: Path) -> CloudFactory:
+    """`vm_cloud(hosts, **options)`: a started cloud with the public image `tiny` and
+    the user's SSH key (its private half at `guests.key_of(cloud)`) in their project."""
+    from tests.e2e import guests  # noqa: PLC0415 (guests imports this module)
+
+    def make(hosts: int, **options: Any) -> Cloud:
+        cloud = cloud_factory(hosts, **options)
+        checked(cloud.admin("image", "add", str(tiny_image), "--name", guests.IMAGE))
+        guests.add_key(cloud)
+        return cloud
+
+    return make
