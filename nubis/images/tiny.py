@@ -18,7 +18,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from nubis.images import debian, guest
@@ -39,6 +39,12 @@ MODULES = (
 )  # fmt: skip
 """What the guest loads (their dependencies come along): the virtio transport, NIC,
 disks and entropy, FAT for the seed, and the power button seen as an input event."""
+HOSTILE_TOOLS = ("radvd", "netcat-openbsd", "libbsd0", "libmd0")
+"""What a guest needs to send what busybox cannot: router advertisements (`radvd`)
+and UDP from a chosen port over IPv6 (`nc.openbsd -u -p 547`, e.g. a DHCPv6 answer;
+busybox's nc has no UDP). The library packages are netcat-openbsd's."""
+PROGRAM_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin")
+"""Where an extra package's programs are."""
 LIBRARY_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib", "usr/lib")
 EPOCH = 1577836800
 """The time every file of the image carries (2020-01-01; FAT has no time before 1980)."""
@@ -96,6 +102,18 @@ def program_entries(root: Path, programs: Iterable[str]) -> dict[str, Entry]:
     return entries
 
 
+def package_programs(root: Path) -> list[str]:
+    """The programs (ELF files in PROGRAM_DIRS) of one unpacked package, by path."""
+    found = []
+    for directory in PROGRAM_DIRS:
+        for path in sorted((root / directory).glob("*")):
+            if path.is_file() and not path.is_symlink():
+                with path.open("rb") as file:
+                    if file.read(4) == b"\x7fELF":
+                        found.append(str(path.relative_to(root)))
+    return found
+
+
 def module_entries(kernel_root: Path, wanted: Iterable[str]) -> tuple[list[str], list[Entry]]:
     """The modules `wanted` and their dependencies, in load order, as /lib/modules/*.ko."""
     found = {debian.module_name(path): path for path in kernel_root.glob("lib/modules/*/**/*.ko")}
@@ -135,35 +153,44 @@ def initramfs_entries(
     return entries
 
 
-def _packages() -> tuple[str, dict[str, debian.Package]]:
+def _packages(extra: Sequence[str]) -> tuple[str, dict[str, debian.Package]]:
     """The kernel package's name, and every package the guest is made of."""
     kernel = debian.kernel_package()
-    return kernel, debian.describe([kernel, BUSYBOX_PACKAGE, *debian.with_depends([SSH_PACKAGE])])
+    names = [kernel, BUSYBOX_PACKAGE, *debian.with_depends([SSH_PACKAGE]), *extra]
+    return kernel, debian.describe(list(dict.fromkeys(names)))
 
 
 def _assemble(
-    work: Path, cache: Path, kernel: str, packages: dict[str, debian.Package]
+    work: Path,
+    cache: Path,
+    kernel: str,
+    packages: dict[str, debian.Package],
+    extra: Sequence[str],
 ) -> tuple[Path, bytes]:
     """The kernel (a file under `work`) and the gzip'ed initramfs."""
     debs = debian.fetch(list(packages.values()), cache)
     kernel_root = debian.extract(debs.pop(kernel), work / "kernel")
     user_root = work / "user"
+    extra_programs = []
+    for name in extra:
+        extra_programs += package_programs(debian.extract(debs[name], work / "extra" / name))
     for deb in debs.values():
         debian.extract(deb, user_root)
     images = sorted((kernel_root / "boot").glob("vmlinuz-*"))
     if len(images) != 1:
         raise BuildError(f"{kernel} holds {len(images)} kernel images, not one")
     order, module_files = module_entries(kernel_root, MODULES)
-    programs = program_entries(user_root, PROGRAMS)
+    programs = program_entries(user_root, [*PROGRAMS, *extra_programs])
     busybox = (user_root / "bin" / "busybox").read_bytes()
     cpio = archive(initramfs_entries(order, module_files, busybox, programs), mtime=EPOCH)
     return images[0], gzip.compress(cpio, compresslevel=6, mtime=0)
 
 
-def _boot_key(packages: dict[str, debian.Package]) -> str:
+def _boot_key(packages: dict[str, debian.Package], extra: Sequence[str] = ()) -> str:
     """What the boot files are made from: the packages, the guest's files, the recipe."""
     made_of = {
         "recipe": RECIPE,
+        "extra": list(extra),
         "packages": sorted((p.name, p.version, p.sha256) for p in packages.values()),
         "init": guest.init_script(MODULES),
         "etc": guest.etc_files(),
@@ -171,14 +198,22 @@ def _boot_key(packages: dict[str, debian.Package]) -> str:
     return hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def boot_files(cache: Path = DEB_CACHE) -> tuple[Path, Path]:
+def _flavour(extra: Sequence[str]) -> str:
+    """What tells boot files with extra packages from others (and the plain ones,
+    whose flavour is empty) in the cache."""
+    return "".join(f"+{name}" for name in extra)
+
+
+def boot_files(cache: Path = DEB_CACHE, extra_packages: Sequence[str] = ()) -> tuple[Path, Path]:
     """The tiny guest's kernel and initramfs (for QEMU's -kernel and -initrd, and for
     the image), made once into `cache`/boot and kept while the packages and the recipe
-    stay the same; then nothing is unpacked again."""
-    kernel_package, packages = _packages()
-    key = _boot_key(packages)
+    stay the same; then nothing is unpacked again. See `build` for `extra_packages`."""
+    extra = sorted(set(extra_packages))
+    kernel_package, packages = _packages(extra)
+    key = _boot_key(packages, extra)
+    flavour = _flavour(extra)
     directory = cache / BOOT_DIR
-    made = directory / key
+    made = directory / f"{key}{flavour}"
     kernel, initrd = made / guest.KERNEL_FILE, made / guest.INITRD_FILE
     with debian.locked(directory / ".lock"):
         if kernel.is_file() and initrd.is_file():
@@ -186,7 +221,7 @@ def boot_files(cache: Path = DEB_CACHE) -> tuple[Path, Path]:
         began = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=".making-", dir=directory) as scratch:
             work = Path(scratch)
-            image, initramfs = _assemble(work, cache, kernel_package, packages)
+            image, initramfs = _assemble(work, cache, kernel_package, packages, extra)
             ready = work / "ready"
             ready.mkdir()
             shutil.copyfile(image, ready / guest.KERNEL_FILE)
@@ -196,8 +231,15 @@ def boot_files(cache: Path = DEB_CACHE) -> tuple[Path, Path]:
             ready.chmod(0o755)
             shutil.rmtree(made, ignore_errors=True)
             ready.rename(made)
+        # Older boot files of the same flavour only: the plain ones and a variant
+        # with extra packages are both in use at once.
         for stale in directory.iterdir():
-            if stale.is_dir() and stale.name != key and not stale.name.startswith("."):
+            if (
+                stale.is_dir()
+                and stale.name != made.name
+                and not stale.name.startswith(".")
+                and stale.name[len(key) :] == flavour
+            ):
                 shutil.rmtree(stale, ignore_errors=True)
         log.info("made the tiny guest's boot files %s in %.1f s", made, time.monotonic() - began)
     return kernel, initrd
@@ -211,12 +253,20 @@ def _write_atomically(out: Path, fill: Path) -> None:
     fill.replace(out)
 
 
-def build(out: Path, *, cache: Path = DEB_CACHE) -> Path:
-    """Build the tiny guest image as a qcow2 at `out` (replaced only once complete)."""
+def build(out: Path, *, cache: Path = DEB_CACHE, extra_packages: Sequence[str] = ()) -> Path:
+    """Build the tiny guest image as a qcow2 at `out` (replaced only once complete).
+
+    `extra_packages` makes a variant that also carries these Debian packages' programs
+    (the ELF files in their bin and sbin directories, e.g. `/usr/sbin/radvd`) with the
+    shared libraries they need. Their own dependencies are not added: each library must
+    come from a package the image has anyway (libc6 and dropbear's) or from one named
+    here too, else the build says which library is missing. Tests that play a hostile
+    guest build `extra_packages=HOSTILE_TOOLS`.
+    """
     began = time.monotonic()
     out = Path(os.path.abspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    kernel, initrd = boot_files(cache)
+    kernel, initrd = boot_files(cache, extra_packages)
     # mtools takes file times from this, syslinux its own files' too; and it checks
     # the image against a floppy geometry unless told not to.
     tools = {"SOURCE_DATE_EPOCH": str(EPOCH), "MTOOLS_SKIP_CHECK": "1"}

@@ -1,7 +1,8 @@
 """The tiny guest image for real: built from Debian packages, booted under TCG by the
 agent's own QEMU code on a tap in a network namespace that plays the host (bridge,
 guard, radvd and, for one test, the metadata service), then reached over SSH at the
-address the control plane predicts; and the acceleration probe, run here.
+address the control plane predicts; its variant with the tools of a hostile guest,
+seen sending what the guard must stop; and the acceleration probe, run here.
 
 Everything is named after this run and removed afterwards, even when a test fails.
 """
@@ -25,12 +26,13 @@ import pytest
 
 from nubis.agent import hardware
 from nubis.agent.disk import info, make_overlay
-from nubis.agent.net.addresses import eui64_address, stable_mac
+from nubis.agent.net.addresses import eui64_address, link_local, stable_mac
 from nubis.agent.qemu import process
 from nubis.agent.qemu.paths import VmPaths
 from nubis.agent.seed import write_seed
 from nubis.images import guest, tiny
 from nubis.protocol import HostNetwork, ImageRef, Nic, VmSpec
+from tests.e2e.capture import OUTGOING, capture
 
 TOOLS = (
     "qemu-system-x86_64", "qemu-img", "mkfs.vfat", "mcopy", "syslinux", "apt-get",
@@ -104,6 +106,12 @@ def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny.build(tmp_path_factory.mktemp("tiny") / "tiny.qcow2")
 
 
+@pytest.fixture(scope="session")
+def hostile_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hostile") / "hostile.qcow2"
+    return tiny.build(path, extra_packages=tiny.HOSTILE_TOOLS)
+
+
 @dataclass(frozen=True)
 class Key:
     private: Path
@@ -164,7 +172,8 @@ class Site:
         run("ip", "netns", "exec", self.namespace, sys.executable, "-c", START_VM, stdin=request)
         return paths
 
-    def ssh(self, key: Key, address: str, command: str) -> subprocess.CompletedProcess[str]:
+    def ssh(self, key: Key, address: str | None, command: str) -> subprocess.CompletedProcess[str]:
+        assert address is not None, "the NIC has no address"
         return subprocess.run(
             ["ip", "netns", "exec", self.namespace, "ssh", "-i", str(key.private),
              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -282,6 +291,48 @@ def test_the_tiny_guest_takes_its_hostname_and_keys_from_the_metadata_service(
     _wait_ready(paths)
     assert "nubis-tiny: config from the metadata service" in _console(paths)
     assert _ssh_hostname(site, key, vm) == vm.hostname
+
+
+FORGED_MAC = "02:00:00:00:06:66"
+FORGED_ADDRESS = "fd00:6e75:6273:7::666"
+ROGUE_PREFIX = "fd00:6e75:6273:666::/64"
+# Run in the guest. The forged MAC comes last and in the background: the guard drops
+# what the guest sends from then on, this SSH session too.
+HOSTILE = f"""
+echo 1 > /proc/sys/net/ipv6/conf/all/forwarding
+printf 'interface eth0 {{ AdvSendAdvert on; prefix {ROGUE_PREFIX} {{ }}; }};\\n' > /tmp/radvd.conf
+radvd -C /tmp/radvd.conf -p /tmp/radvd.pid -m stderr > /tmp/radvd.log 2>&1
+echo advertise | nc.openbsd -u -w 1 -p 547 "$router%eth0" 546
+echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad
+ip -6 addr add {FORGED_ADDRESS}/128 dev eth0
+ping -c 2 -W 1 -I {FORGED_ADDRESS} {GATEWAY} > /dev/null 2>&1
+(sleep 1; ip link set eth0 address {FORGED_MAC}; ping -c 3 -W 1 {GATEWAY}) > /dev/null 2>&1 &
+echo sent
+"""
+ROUTER_ADVERTISEMENT = 134
+
+
+def test_the_hostile_variant_sends_router_adverts_dhcp_answers_and_forged_addresses(
+    site: Site, key: Key, hostile_image: Path
+) -> None:
+    vm = _vm("tiny-hostile", [key.public])
+    site.prepare(vm)
+    paths = site.start(vm, hostile_image, seed=vm)
+    _wait_ready(paths)
+    assert _ssh_hostname(site, key, vm) == vm.hostname
+    with capture(site.namespace, vm.nics[0].tap) as seen:
+        # A DHCPv6 answer goes to a client's link-local address: the bridge's here.
+        router = link_local(stable_mac(site.network.bridge, 0))
+        done = site.ssh(key, vm.nics[0].address, f"router={router}\n{HOSTILE}")
+        assert done.stdout.strip() == "sent", done.stderr
+        time.sleep(5)
+    # What came from the guest (on the tap's host side: before the guard drops it).
+    frames = [frame for frame in seen.frames if frame.kind != OUTGOING]
+    mac = vm.nics[0].mac
+    assert [f for f in frames if f.icmpv6_type == ROUTER_ADVERTISEMENT and f.source_mac == mac]
+    assert [f for f in frames if f.udp_source_port == 547 and f.destination == router]
+    assert [f for f in frames if f.source == FORGED_ADDRESS]
+    assert [f for f in frames if f.source_mac == FORGED_MAC]
 
 
 def _qemu_descendants() -> list[int]:

@@ -16,17 +16,84 @@ Choices, and why:
   can be attached to live; VNC only on a unix socket, never a TCP port.
 - `-sandbox`: seccomp, minus what `-daemonize` needs: it forks (so `spawn` cannot be
   denied) and it calls setsid (which `elevateprivileges=deny` kills, silently).
+- NICs: on q35 a device can be hot-plugged only into a PCIe root port, so every VM
+  has one empty port per project NIC number (`port1` .. `port15`, as functions of two
+  multifunction slots, so they take two of the 32 slots), and NIC `n` >= 1 sits on
+  `port<n>` from boot on too: its device is `nic<n>` on netdev `net<n>` wherever it
+  came from, and `hotplug.py` finds it by that name. NIC 0 (the host network's) is on
+  the root bus and stays for the VM's life. The ports reserve no I/O space (a virtio
+  device behind a PCIe port is modern, memory only; 15 ports of 4 KiB I/O each would
+  exhaust the firmware's). `host_mtu` tells the guest's virtio-net driver its MTU.
 """
 
 from __future__ import annotations
 
 from nubis.agent.qemu.paths import VmPaths
-from nubis.protocol import VmSpec
+from nubis.protocol import Nic, VmSpec
 
 QEMU = "qemu-system-x86_64"
 MACHINE = "q35"
 ACCELERATIONS = ("kvm", "tcg")
 MIB = 1024 * 1024
+PORT_SLOTS = (0x10, 0x11)
+"""The root bus slots whose functions are the root ports (8 functions each)."""
+NIC_NUMBERS = range(1, 16)
+"""The numbers of the NICs that may be hot-plugged: project network NICs."""
+
+
+def port_id(number: int) -> str:
+    """The PCIe root port that NIC `number` (>= 1) is plugged into."""
+    return f"port{number}"
+
+
+def device_id(number: int) -> str:
+    return f"nic{number}"
+
+
+def netdev_id(number: int) -> str:
+    return f"net{number}"
+
+
+def root_ports() -> list[str]:
+    """`-device` values of the spare root ports, one per possible project NIC."""
+    ports = []
+    for number in NIC_NUMBERS:
+        slot, function = PORT_SLOTS[(number - 1) // 8], (number - 1) % 8
+        multifunction = ",multifunction=on" if function == 0 else ""
+        ports.append(
+            f"pcie-root-port,id={port_id(number)},bus=pcie.0,chassis={number},"
+            f"addr={slot:#x}.{function}{multifunction},io-reserve=0"
+        )
+    return ports
+
+
+def netdev(nic: Nic, kvm: bool) -> dict[str, str | int | bool]:
+    """The tap backend of `nic`, as QMP's `netdev_add` takes it (`-netdev` says the same)."""
+    return {
+        "type": "tap",
+        "id": netdev_id(nic.number),
+        "ifname": nic.tap,
+        # The agent makes and removes the taps; QEMU runs no scripts on them.
+        "script": "no",
+        "downscript": "no",
+        # vhost-net moves packets in the kernel; it needs KVM's irqfd/ioeventfd.
+        "vhost": kvm,
+    }
+
+
+def nic_device(nic: Nic) -> dict[str, str | int | bool]:
+    """The virtio-net device of `nic`, as QMP's `device_add` takes it (and `-device`)."""
+    device: dict[str, str | int | bool] = {
+        "driver": "virtio-net-pci",
+        "netdev": netdev_id(nic.number),
+        "id": device_id(nic.number),
+        "mac": nic.mac,
+    }
+    if nic.number != 0:
+        device["bus"] = port_id(nic.number)
+    if nic.mtu is not None:
+        device["host_mtu"] = nic.mtu
+    return device
 
 
 def argv(spec: VmSpec, paths: VmPaths, acceleration: str, *, sandbox: bool = True) -> list[str]:
@@ -67,15 +134,14 @@ def argv(spec: VmSpec, paths: VmPaths, acceleration: str, *, sandbox: bool = Tru
         "-object", "rng-random,id=rng0,filename=/dev/urandom",
         "-device", "virtio-rng-pci,rng=rng0",
     ]  # fmt: skip
-    for index, nic in enumerate(spec.nics):
-        # vhost-net moves packets in the kernel; it needs KVM's irqfd/ioeventfd.
-        vhost = "on" if kvm else "off"
-        command += [
-            "-netdev",
-            f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no,vhost={vhost}",
-            "-device",
-            f"virtio-net-pci,netdev=net{index},id=nic{index},mac={nic.mac}",
-        ]
+    numbers = [nic.number for nic in spec.nics]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"the NIC numbers of {spec.id} repeat: {numbers}")
+    for port in root_ports():
+        command += ["-device", port]
+    for nic in sorted(spec.nics, key=lambda nic: nic.number):
+        command += ["-netdev", _option("type", netdev(nic, kvm))]
+        command += ["-device", _option("driver", nic_device(nic))]
     if sandbox:
         command += ["-sandbox", "on,obsolete=deny,resourcecontrol=deny"]
     return command
@@ -84,6 +150,19 @@ def argv(spec: VmSpec, paths: VmPaths, acceleration: str, *, sandbox: bool = Tru
 def memory_mib(memory_bytes: int) -> int:
     """`-m` takes MiB; a size between two is rounded up, so a guest never gets less."""
     return -(-memory_bytes // MIB)
+
+
+def _option(kind: str, values: dict[str, str | int | bool]) -> str:
+    """QMP arguments as a command-line option: the value of `kind` first, without its
+    key; booleans as `on`/`off`."""
+
+    def text(value: str | int | bool) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return _value(value)
+
+    rest = (f"{key}={text(value)}" for key, value in values.items() if key != kind)
+    return ",".join([text(values[kind]), *rest])
 
 
 def _value(path: object) -> str:

@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
-from qemu.qmp import ExecInterruptedError, QMPClient, QMPError
+from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient, QMPError
 
 from nubis.agent.qemu import QemuError
 
@@ -26,6 +26,14 @@ TIMEOUT = 5.0
 
 class MonitorError(QemuError):
     """QMP did not answer in time, could not be reached, or refused the command."""
+
+
+class CommandRefused(MonitorError):
+    """QEMU answered the command with an error; `reason` is QEMU's own words."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Monitor:
@@ -43,6 +51,10 @@ class Monitor:
             raise MonitorError(
                 f"QMP at {self.socket} did not answer {command} within {self.timeout:g} s"
             ) from None
+        except ExecuteError as error:
+            raise CommandRefused(
+                f"QMP at {self.socket} refused {command}: {error}", str(error)
+            ) from error
         except (QMPError, OSError) as error:
             raise MonitorError(f"QMP at {self.socket} failed on {command}: {error}") from error
 

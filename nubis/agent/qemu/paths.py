@@ -76,8 +76,20 @@ class VmPaths:
         return self.dir / "vnc.sock"
 
     @property
+    def unplugging(self) -> Path:
+        """The NICs QEMU was asked to let go of and may still have (see `hotplug`)."""
+        return self.dir / "unplugging"
+
+    @property
     def sockets(self) -> tuple[Path, ...]:
         return (self.qmp, self.serial_socket, self.vnc)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` by a file holding `text`, never leaving half of it."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def vm_ids(root: Path) -> list[str]:

@@ -211,7 +211,8 @@ def _tidy(paths: VmPaths) -> None:
     """Remove what a QEMU that is gone may have left: its pidfile and sockets.
 
     QEMU removes most of them when it exits cleanly, but not after SIGKILL, and
-    never the VNC socket. The disk, the seed and the console log stay.
+    never the VNC socket; the NICs it was asked to unplug mean nothing to the next
+    QEMU. The disk, the seed and the console log stay.
     """
-    for leftover in (paths.pidfile, *paths.sockets):
+    for leftover in (paths.pidfile, *paths.sockets, paths.unplugging):
         leftover.unlink(missing_ok=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nubis.agent.qemu.argv import QEMU, argv, memory_mib
+from nubis.agent.qemu.argv import QEMU, argv, memory_mib, netdev, nic_device
 from nubis.agent.qemu.paths import VmPaths
 from tests.unit.agent.vm_specs import MIB, nic, vm_spec
 
@@ -186,3 +186,69 @@ def test_a_comma_in_a_path_is_escaped_for_qemu() -> None:
     assert value(command, "-vnc") == f"unix:{escaped}/vnc.sock"
     # -pidfile takes a plain file name, not an option list.
     assert value(command, "-pidfile") == str(paths.pidfile)
+
+
+def _nic_devices(command: list[str]) -> dict[str, dict[str, str]]:
+    found = [keys(v) for v in values(command, "-device") if v.startswith("virtio-net-pci")]
+    return {device["id"]: device for device in found}
+
+
+def test_every_vm_has_a_spare_root_port_for_each_project_nic_number() -> None:
+    ports = [keys(v) for v in values(argv(vm_spec(), PATHS, "tcg"), "-device")]
+    ports = [port for port in ports if port[""] == "pcie-root-port"]
+    assert [port["id"] for port in ports] == [f"port{n}" for n in range(1, 16)]
+    assert all(port["bus"] == "pcie.0" for port in ports)
+    assert len({port["chassis"] for port in ports}) == 15
+    addresses = [port["addr"] for port in ports]
+    assert len(set(addresses)) == 15
+    # Two slots of the root bus, eight functions each at most.
+    assert {address.split(".")[0] for address in addresses} == {"0x10", "0x11"}
+    assert [port.get("multifunction") for port in ports if port["addr"].endswith(".0")] == [
+        "on",
+        "on",
+    ]
+    # A virtio device behind a PCIe port needs no I/O space; 15 reservations exhaust it.
+    assert all(port["io-reserve"] == "0" for port in ports)
+
+
+def test_a_project_nic_sits_on_the_root_port_of_its_number_from_boot_on() -> None:
+    nics = [nic(0), nic(3), nic(1)]
+    command = argv(vm_spec(nics=nics), PATHS, "tcg")
+    devices = _nic_devices(command)
+    assert sorted(devices) == ["nic0", "nic1", "nic3"]
+    assert "bus" not in devices["nic0"]
+    assert devices["nic1"]["bus"] == "port1" and devices["nic3"]["bus"] == "port3"
+    assert devices["nic3"]["netdev"] == "net3" and devices["nic3"]["mac"] == nic(3).mac
+    netdevs = {keys(v)["id"]: keys(v) for v in values(command, "-netdev")}
+    assert netdevs["net3"]["ifname"] == nic(3).tap
+
+
+def test_a_nic_with_an_mtu_tells_the_guest_driver_with_host_mtu() -> None:
+    nics = [nic(0), nic(1).model_copy(update={"mtu": 1430})]
+    devices = _nic_devices(argv(vm_spec(nics=nics), PATHS, "tcg"))
+    assert devices["nic1"]["host_mtu"] == "1430"
+    assert "host_mtu" not in devices["nic0"]
+
+
+def test_two_nics_with_one_number_are_refused() -> None:
+    with pytest.raises(ValueError, match="repeat"):
+        argv(vm_spec(nics=[nic(1), nic(1).model_copy(update={"tap": "ntother"})]), PATHS, "tcg")
+
+
+def test_qmp_and_the_command_line_describe_a_nic_alike() -> None:
+    mtu_nic = nic(2).model_copy(update={"mtu": 1430})
+    device = nic_device(mtu_nic)
+    assert device == {
+        "driver": "virtio-net-pci",
+        "netdev": "net2",
+        "id": "nic2",
+        "mac": mtu_nic.mac,
+        "bus": "port2",
+        "host_mtu": 1430,
+    }
+    assert netdev(mtu_nic, kvm=False)["vhost"] is False
+    assert netdev(mtu_nic, kvm=True)["vhost"] is True
+    command = argv(vm_spec(nics=[mtu_nic]), PATHS, "tcg")
+    assert value(command, "-netdev") == (
+        f"tap,id=net2,ifname={mtu_nic.tap},script=no,downscript=no,vhost=off"
+    )

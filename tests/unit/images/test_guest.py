@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from nubis.agent.net.metadata import network_data
 from nubis.agent.seed import meta_data
 from nubis.images import guest
-from tests.unit.agent.vm_specs import vm_spec
+from nubis.protocol import Ipam, Network
+from tests.unit.agent.vm_specs import nic, vm_spec
 
 MODULES = ["virtio_ring", "virtio", "virtio_pci", "failover", "net_failover", "virtio_net"]
 KEYS = [
@@ -49,19 +53,29 @@ def test_the_init_makes_eui64_addresses_before_the_nic_exists() -> None:
     assert script.index("/proc/sys/net/ipv6/conf/default/") < script.index("insmod")
 
 
-def test_the_init_asks_the_metadata_service_on_both_addresses_then_the_seed() -> None:
+def test_the_init_asks_the_metadata_service_on_both_addresses_of_each_nic_then_the_seed() -> None:
     script = guest.init_script(MODULES, metadata_wait=45, metadata_wait_with_seed=2)
-    assert "http://169.254.169.254" in script
-    assert "http://[fe80::a9fe:a9fe%$nic]" in script
-    assert "/latest/meta-data/hostname" in script
+    functions = guest.network_functions()
+    assert "http://169.254.169.254" in functions
+    assert "http://[fe80::a9fe:a9fe%$link]" in functions
+    assert "/latest/meta-data/hostname" in functions
+    assert 'for link in $(nics); do\n            if ask_metadata "$link"' in script
     assert "/latest/meta-data/public-keys/" in script
     assert "wait=45" in script and "wait=2" in script
-    assert script.index("meta-data/hostname") < script.index('seed_hostname "$seed/meta-data"')
+    assert script.index("ask_metadata") < script.index('seed_hostname "$seed/meta-data"')
+
+
+def test_the_init_configures_the_nics_after_the_network_data_then_lets_mdev_watch() -> None:
+    script = guest.init_script(MODULES)
+    assert f". /{guest.NETWORK_FILE}" in script
+    fetched = script.index("fetch_network_data")
+    assert fetched < script.index("mdev -d") < script.index('configure_nic "$link"')
+    assert "/openstack/latest/network_data.json" in guest.network_functions()
 
 
 def test_the_init_says_ssh_ready_only_after_dropbear_listens_and_then_hands_over_pid_1() -> None:
     script = guest.init_script(MODULES)
-    assert 'say() { echo "nubis-tiny: $*"; }' in script
+    assert 'say() { echo "nubis-tiny: $*"; }' in guest.network_functions()
     assert guest.READY_MARKER == "nubis-tiny: ssh ready"
     assert script.index("dropbear -r") < script.index('say "ssh ready"')
     assert script.rstrip().endswith("exec /bin/busybox init")
@@ -96,6 +110,97 @@ def test_a_yaml_seed_is_read_too(tmp_path: Path) -> None:
     meta.write_text(f"instance-id: i-1\nlocal-hostname: db1\npublic-keys:\n{keys}")
     assert _shell("seed_hostname", meta) == ["db1"]
     assert _shell("seed_keys", meta) == KEYS
+
+
+def test_mdev_runs_the_nic_handler_for_network_interfaces_only() -> None:
+    files = guest.etc_files()
+    rules = [line for line in files["etc/mdev.conf"].splitlines() if not line.startswith("#")]
+    assert rules[0] == f"SUBSYSTEM=net;eth[0-9]+ 0:0 600 ! */{guest.HOTPLUG_FILE}"
+    # Nothing else: no device nodes made or removed (devtmpfs does that).
+    assert rules[1:] == [".* 0:0 600 !"]
+    assert guest.HOTPLUG_FILE in guest.EXECUTABLES
+    handler = files[guest.HOTPLUG_FILE]
+    assert f". /{guest.NETWORK_FILE}" in handler
+    assert 'configure_nic "$MDEV"' in handler and 'say "nic $MDEV removed"' in handler
+
+
+def test_the_guest_scripts_are_shell_scripts(tmp_path: Path) -> None:
+    files = guest.etc_files()
+    for name in (guest.NETWORK_FILE, guest.HOTPLUG_FILE):
+        path = tmp_path / "script"
+        path.write_text(files[name])
+        subprocess.run(["sh", "-n", str(path)], check=True)
+
+
+def _nic_networks(data: dict[str, Any], mac: str) -> list[str]:
+    done = subprocess.run(
+        ["sh", "-c", f'{guest.network_functions()}\nnic_networks "$1"', "sh", mac],
+        input=json.dumps(data, indent=2),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+class _Networks:
+    def __init__(self, networks: list[Network]) -> None:
+        self.by_id = {network.id: network for network in networks}
+
+    def __call__(self, network_id: str) -> Network | None:
+        return self.by_id.get(network_id)
+
+
+def _network(ipam: Ipam, gateway: str | None) -> Network:
+    return Network(
+        id=f"net-{ipam}",
+        bridge=f"nb{ipam}",
+        vxlan=f"nx{ipam}",
+        vni=7,
+        ipam=ipam,
+        prefix="fd12:3456:789a:1::/64" if gateway else None,
+        gateway=gateway,
+        mac="02:00:00:00:00:07",
+    )
+
+
+@pytest.mark.skipif(not shutil.which("awk"), reason="needs awk")
+def test_a_nic_finds_its_network_in_the_network_data_by_its_mac() -> None:
+    manual = _network(Ipam.MANUAL, "fd12:3456:789a:1::1")
+    nics = [
+        nic(0),
+        nic(1).model_copy(update={"network": manual.id, "ipam": Ipam.MANUAL, "mtu": 1430}),
+        nic(2).model_copy(update={"network": "net-none", "ipam": Ipam.NONE, "address": None}),
+        nic(3).model_copy(update={"network": "net-auto", "ipam": Ipam.AUTO, "mtu": 1430}),
+    ]
+    data = network_data(vm_spec(nics=nics), _Networks([manual]))
+    assert _nic_networks(data, nic(0).mac) == ["link -", f"ipv6_slaac {nic(0).address} 64 -"]
+    assert _nic_networks(data, nic(1).mac.upper()) == [
+        "link 1430",
+        f"ipv6 {nic(1).address} 64 fd12:3456:789a:1::1",
+    ]
+    assert _nic_networks(data, nic(2).mac) == ["link -"]
+    assert _nic_networks(data, nic(3).mac) == ["link 1430", f"ipv6_slaac {nic(3).address} 64 -"]
+    assert _nic_networks(data, "52:54:00:00:00:99") == []
+
+
+@pytest.mark.skipif(not shutil.which("awk"), reason="needs awk")
+def test_a_network_s_netmask_or_address_gives_its_prefix_length() -> None:
+    data = {
+        "links": [{"id": "a", "type": "phy", "ethernet_mac_address": "52:54:00:00:00:01"}],
+        "networks": [
+            {"id": "n0", "link": "a", "type": "ipv6", "ip_address": "fd00::5",
+             "netmask": "ffff:ffff:ffff:ff00::", "gateway": "fd00::1"},
+            {"id": "n1", "link": "a", "type": "ipv6", "ip_address": "fd01::5/80"},
+            {"id": "n2", "link": "b", "type": "ipv6", "ip_address": "fd02::5/80"},
+        ],
+        "services": [],
+    }  # fmt: skip
+    assert _nic_networks(data, "52:54:00:00:00:01") == [
+        "link -",
+        "ipv6 fd00::5 56 fd00::1",
+        "ipv6 fd01::5 80 -",
+    ]
 
 
 def test_root_logs_in_with_a_key_to_a_busybox_shell() -> None:

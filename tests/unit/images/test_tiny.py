@@ -102,3 +102,22 @@ def test_the_initramfs_has_an_init_a_console_and_busybox_as_the_shell(tree: Path
     assert entries["etc/acpi/PWRF/00000080"].mode == stat.S_IFREG | 0o755
     assert entries["root"].mode == stat.S_IFDIR | 0o700
     assert "usr/sbin/dropbear" in entries
+
+
+def test_the_initramfs_carries_the_nic_scripts_and_mdev_s_rules(tree: Path) -> None:
+    entries = {entry.name: entry for entry in tiny.initramfs_entries(["virtio"], [], b"bb", {})}
+    assert entries[guest.HOTPLUG_FILE].mode == stat.S_IFREG | 0o755
+    assert entries[guest.NETWORK_FILE].data == guest.network_functions().encode()
+    assert entries["etc/mdev.conf"].data == guest.MDEV_CONF.encode()
+
+
+def test_an_extra_package_s_programs_are_the_elf_files_in_its_bin_dirs(tmp_path: Path) -> None:
+    root = tmp_path / "radvd"
+    _put(root, "usr/sbin/radvd", program(LOADER, ["libc.so.6"]))
+    _put(root, "usr/sbin/radvdump", program(LOADER, ["libc.so.6"]))
+    _put(root, "usr/sbin/helper.sh", b"#!/bin/sh\n")
+    _put(root, "usr/lib/x86_64-linux-gnu/libradvd.so.1", program(None, []))
+    _put(root, "etc/init.d/radvd", b"#!/bin/sh\n")
+    (root / "bin").mkdir()
+    (root / "bin/radvd").symlink_to("/usr/sbin/radvd")
+    assert tiny.package_programs(root) == ["usr/sbin/radvd", "usr/sbin/radvdump"]
