@@ -7,9 +7,10 @@ forced off in a later one, once `stop_timeout` has passed; an image is fetched i
 background while the VMs that need it report `preparing`.
 
 What the agent makes carries the name of what it belongs to: a VM's files are
-`vms/<vm id>/`, its taps are the NICs' `nt…` names, the host network's bridge is the
-desired `nb…` name with its radvd in `net/`. Whatever is there under those names
-that the desired state does not name is removed, and reported.
+`vms/<vm id>/`, its taps are the NICs' `nt…` names, the networks' bridges and VXLAN
+devices are the desired `nb…` and `nx…` names, with their radvd in `net/`
+(`net/networks.py` converges all of that). Whatever is there under those names that
+the desired state does not name is removed, and reported.
 
 The state that must outlive the agent is on disk, next to the VM: how many reboots it
 carried out (`reboots`) and when it was asked to power off (`stopping`). A restarted
@@ -27,16 +28,15 @@ from pathlib import Path
 
 from nubis.agent import disk, seed
 from nubis.agent.image_cache import ImageCache
-from nubis.agent.net import guard, links
 from nubis.agent.net.metadata import MetadataService, by_mark
-from nubis.agent.net.radvd import Radvd
-from nubis.agent.net.radvd import bridges as radvd_bridges
-from nubis.agent.qemu import process
+from nubis.agent.net.networks import Networks
+from nubis.agent.qemu import hotplug, process
 from nubis.agent.qemu.paths import VmPaths, vm_ids
 from nubis.protocol import (
     CONSOLE_TAIL_BYTES,
     Desired,
-    HostNetwork,
+    Network,
+    Nic,
     Status,
     VmObserved,
     VmSpec,
@@ -58,21 +58,25 @@ class Reconciler:
         *,
         stop_timeout: float = process.STOP_TIMEOUT,
         sandbox: bool = True,
+        underlay_address: str | None = None,
     ) -> None:
+        """`underlay_address` is the host's address that project networks' VXLAN
+        devices speak from."""
         self.vms_root = Path(os.path.abspath(state_dir / "vms"))
         self.net_dir = Path(os.path.abspath(state_dir / "net"))
         self.images = images
         self.acceleration = acceleration
         self.stop_timeout = stop_timeout
         self.sandbox = sandbox
-        self._network: HostNetwork | None = None
-        """The host network as the last pass set it up."""
-        self._guard: str | None = None
-        """The guard ruleset the last pass applied; None: not known to be applied."""
+        self.networks = Networks(self.net_dir, underlay_address)
         self._metadata: MetadataService | None = None
         self._served: dict[int, VmSpec] = {}
+        self._project_networks: dict[str, Network] = {}
         self._console_sent: dict[str, int] = {}
         self._console_pending: dict[str, int] = {}
+        self._nics_synced: dict[str, list[Nic]] = {}
+        """Each running VM's NICs as QEMU was last seen to have them (after a restart of
+        the agent: none known, so the first pass asks QEMU)."""
         self._busy = False
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare")
 
@@ -89,8 +93,8 @@ class Reconciler:
         try:
             removed += self._converge_network(desired)
         except Exception as error:  # reported per VM, tried again next pass
-            log.exception("cannot set up the host network")
-            reason = f"the host network could not be set up: {error}"
+            log.exception("cannot set up the host's networks")
+            reason = f"the host's networks could not be set up: {error}"
             observed = [self._failed(spec, reason) for spec in desired.vms]
         else:
             observed = list(self._pool.map(self._converge_vm, desired.vms))
@@ -120,6 +124,7 @@ class Reconciler:
             process.kill(paths)
             shutil.rmtree(paths.dir)
             self._console_sent.pop(vm_id, None)
+            self._nics_synced.pop(vm_id, None)
             removed.append(f"vm {vm_id}")
             log.info("removed VM %s", vm_id)
         return removed
@@ -149,7 +154,7 @@ class Reconciler:
         paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         disk.make_overlay(base, paths.disk, spec.disk_bytes, spec.image.virtual_size_bytes)
         if not paths.seed.exists():
-            seed.write_seed(spec, paths.seed)
+            seed.write_seed(spec, paths.seed, self._network_of)
         return True
 
     def _power(self, spec: VmSpec, paths: VmPaths) -> VmState:
@@ -161,9 +166,12 @@ class Reconciler:
             if not running:
                 process.start(spec, paths, self.acceleration, sandbox=self.sandbox)
                 _write_reboots(paths, spec.reboots)
-            elif spec.reboots > _reboots(paths):
-                process.reboot(paths)
-                _write_reboots(paths, spec.reboots)
+                self._nics_synced[spec.id] = spec.nics
+            else:
+                if spec.reboots > _reboots(paths):
+                    process.reboot(paths)
+                    _write_reboots(paths, spec.reboots)
+                self._sync_nics(spec, paths)
             return VmState.RUNNING
         if not running:
             stopping.unlink(missing_ok=True)
@@ -180,6 +188,17 @@ class Reconciler:
             stopping.unlink(missing_ok=True)
             return VmState.STOPPED
         return VmState.RUNNING
+
+    def _sync_nics(self, spec: VmSpec, paths: VmPaths) -> None:
+        """Plug in and unplug a running VM's project NICs as its spec has them now; QMP
+        is asked only when they changed. An unplug under way (the guest must let go)
+        brings the next pass soon."""
+        if self._nics_synced.get(spec.id) == spec.nics:
+            return
+        if hotplug.sync_nics(spec, paths, self.acceleration):
+            self._busy = True
+        else:
+            self._nics_synced[spec.id] = spec.nics
 
     def _seen(self, spec: VmSpec, paths: VmPaths, state: VmState, detail: str = "") -> VmObserved:
         return VmObserved(
@@ -207,43 +226,15 @@ class Reconciler:
         self._console_pending[paths.vm_id] = size
         return tail.decode(errors="replace")
 
-    # The host network
+    # Networks
 
     def _converge_network(self, desired: Desired) -> list[str]:
-        """The bridge, radvd, metadata service, taps and guard for exactly `desired`'s
-        VMs; with no VM, none of them."""
-        network = desired.network if desired.vms else None
-        removed = []
+        """The networks, taps and guard for exactly `desired`'s VMs (with no VM, none of
+        them), and the metadata service on the host network's bridge."""
         self._served = by_mark(desired.vms)
-        if network is not None:
-            present = set(links.bridges())
-            if network != self._network or network.bridge not in present:
-                links.ensure_bridge(network)
-                self._network = network
-            Radvd(self.net_dir, network.bridge).ensure(network)
-            self._serve_metadata(network.bridge)
-        else:
-            self._serve_metadata(None)
-            self._network = None
-        taps = {nic.tap for vm in desired.vms for nic in vm.nics}
-        for tap in links.taps():
-            if tap not in taps:
-                links.delete_link(tap)
-                removed.append(f"tap {tap}")
-        if network is not None:
-            present_taps = set(links.taps())
-            for tap in sorted(taps - present_taps):
-                links.ensure_tap(tap, network.bridge)
-        keep = {network.bridge} if network is not None else set()
-        for bridge in radvd_bridges(self.net_dir):
-            if bridge not in keep:
-                Radvd(self.net_dir, bridge).stop()
-                removed.append(f"radvd {bridge}")
-        for bridge in links.bridges():
-            if bridge not in keep:
-                links.delete_link(bridge)
-                removed.append(f"bridge {bridge}")
-        self._apply_guard(desired.vms)
+        self._project_networks = {network.id: network for network in desired.networks}
+        removed = self.networks.converge(desired)
+        self._serve_metadata(self.networks.host_bridge)
         return removed
 
     def _serve_metadata(self, bridge: str | None) -> None:
@@ -252,18 +243,15 @@ class Reconciler:
             current.stop()
             self._metadata = None
         if bridge is not None and self._metadata is None:
-            service = MetadataService(bridge, self._served_vm)
+            service = MetadataService(bridge, self._served_vm, network_of=self._network_of)
             service.start()
             self._metadata = service
 
     def _served_vm(self, mark: int) -> VmSpec | None:
         return self._served.get(mark)
 
-    def _apply_guard(self, vms: list[VmSpec]) -> None:
-        script = guard.ruleset(guard.guarded(vms)) if vms else guard.removal()
-        if script != self._guard:
-            guard.apply(script)
-            self._guard = script
+    def _network_of(self, network_id: str) -> Network | None:
+        return self._project_networks.get(network_id)
 
     # Images
 

@@ -104,7 +104,11 @@ class Agent:
         self._credential = registered.credential
         images = ImageCache(self.state_dir / "images", self._image_chunks)
         reconciler = Reconciler(
-            self.state_dir, images, report.acceleration, stop_timeout=self.stop_timeout
+            self.state_dir,
+            images,
+            report.acceleration,
+            stop_timeout=self.stop_timeout,
+            underlay_address=report.underlay_address,
         )
         desired: Desired | None = None
         try:

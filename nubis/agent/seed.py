@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from nubis.agent.disk import put_in_place, run
-from nubis.protocol import VmSpec
+from nubis.agent.net.metadata import NetworkLookup
+from nubis.protocol import Ipam, Network, VmSpec
 
 LABEL = "CIDATA"
 """cloud-init finds the seed by this label (it accepts either case)."""
@@ -38,11 +39,17 @@ def user_data(spec: VmSpec) -> str:
     return spec.user_data or EMPTY_USER_DATA
 
 
-def network_config(spec: VmSpec) -> str | None:
-    """Network config version 2: each NIC found by its MAC, addressed by router
-    advertisements, with its known address set as well, since the firewall lets a NIC
-    send only from that one and a guest may otherwise pick another (stable-privacy)
-    address. No DHCP: the networks are IPv6 and announced. None for a VM without NICs.
+def network_config(spec: VmSpec, network_of: NetworkLookup | None = None) -> str | None:
+    """Network config version 2: each NIC found by its MAC, with the MTU of its link
+    when that is not Ethernet's. No DHCP: the networks are IPv6. None for a VM without
+    NICs.
+
+    The host network's NICs and those of `auto` networks take router advertisements
+    and have their known address set as well, since the guard lets a NIC send only from
+    that one and a guest may otherwise pick another (stable-privacy) address. A
+    `manual` network's NIC gets its address and a default route by the network's
+    gateway (`network_of` finds the network) and ignores router advertisements; an
+    `ipam none` one only its link-local address.
     """
     if not spec.nics:
         return None
@@ -52,18 +59,25 @@ def network_config(spec: VmSpec) -> str | None:
             "match": {"macaddress": nic.mac},
             "dhcp4": False,
             "dhcp6": False,
-            "accept-ra": True,
+            "accept-ra": nic.ipam is Ipam.AUTO,
         }
-        if nic.address:
+        if nic.address and nic.ipam is not Ipam.NONE:
             ethernet["addresses"] = [f"{nic.address}/64"]
+        network: Network | None = None
+        if nic.network is not None and network_of is not None:
+            network = network_of(nic.network)
+        if nic.ipam is Ipam.MANUAL and network is not None and network.gateway is not None:
+            ethernet["routes"] = [{"to": "::/0", "via": network.gateway}]
+        if nic.mtu is not None:
+            ethernet["mtu"] = nic.mtu
         ethernets[f"nic{index}"] = ethernet
     return _document({"version": 2, "ethernets": ethernets})
 
 
-def files(spec: VmSpec) -> dict[str, str]:
+def files(spec: VmSpec, network_of: NetworkLookup | None = None) -> dict[str, str]:
     """The seed's files by name."""
     contents = {"meta-data": meta_data(spec), "user-data": user_data(spec)}
-    network = network_config(spec)
+    network = network_config(spec, network_of)
     if network is not None:
         contents["network-config"] = network
     return contents
@@ -75,12 +89,12 @@ def size_kib(contents: dict[str, str]) -> int:
     return max(MIN_KIB, -(-data // 1024) + _SLACK_KIB)
 
 
-def write_seed(spec: VmSpec, path: Path) -> Path:
+def write_seed(spec: VmSpec, path: Path, network_of: NetworkLookup | None = None) -> Path:
     """Write the seed image of `spec` at `path`, replacing one that is there.
 
     A running VM keeps reading the seed it opened; the new one is seen at its next start.
     """
-    contents = files(spec)
+    contents = files(spec, network_of)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)

@@ -206,6 +206,13 @@ class Guest:
     def nic(self) -> Nic:
         return self.vm.nics[0]
 
+    @property
+    def address(self) -> str:
+        """The address the control plane gave eth0."""
+        address = self.nic.address
+        assert address is not None
+        return address
+
     def addresses(self) -> list[str]:
         """eth0's IPv6 addresses, but for those still in duplicate address detection."""
         out = run("ip", "-n", self.namespace, "-j", "-6", "addr", "show", "dev", "eth0")
@@ -378,8 +385,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 def _configured(guest: Guest) -> float:
     return wait_until(
-        f"{guest.namespace} has {guest.nic.address}",
-        lambda: guest.nic.address in guest.addresses(),
+        f"{guest.namespace} has {guest.address}",
+        lambda: guest.address in guest.addresses(),
         timeout=SLAAC_TIMEOUT,
     )
 
@@ -387,7 +394,7 @@ def _configured(guest: Guest) -> float:
 def test_each_vm_configures_its_stable_address_from_router_advertisements(site: Site) -> None:
     for guest in site.guests:
         _configured(guest)
-        assert guest.nic.address == eui64_address(PREFIX, guest.nic.mac)
+        assert guest.address == eui64_address(PREFIX, guest.nic.mac)
         routes = run("ip", "-n", guest.namespace, "-6", "route", "show", "default")
         assert "dev eth0 proto ra" in routes
 
@@ -483,7 +490,7 @@ def test_a_vm_sending_from_another_address_gets_nothing_through(site: Site) -> N
         pin_gateway(site, guest)
         guest.send(foreign, "from-a-foreign-address")
         # A datagram sent later on the same path arrives after the first would have.
-        guest.send(guest.nic.address, "from-its-own-address")
+        guest.send(guest.address, "from-its-own-address")
         wait_until("its own datagram", lambda: "from-its-own-address" in site.received())
         assert "from-a-foreign-address" not in site.received()
 
@@ -502,17 +509,17 @@ def test_a_vm_sending_from_another_mac_gets_nothing_through(site: Site) -> None:
     try:
         run(*link, "02:de:ad:00:00:02")
         pin_gateway(site, guest)
-        guest.send(guest.nic.address, "from-a-foreign-mac")
+        guest.send(guest.address, "from-a-foreign-mac")
         run(*link, guest.nic.mac)
         pin_gateway(site, guest)
-        guest.send(guest.nic.address, "from-its-own-mac")
+        guest.send(guest.address, "from-its-own-mac")
         wait_until("its own datagram", lambda: "from-its-own-mac" in site.received())
         assert "from-a-foreign-mac" not in site.received()
 
         run(*link, "02:de:ad:00:00:02")
         pin_gateway(site, guest)
         with site.unguarded():
-            guest.send(guest.nic.address, "unguarded-foreign-mac")
+            guest.send(guest.address, "unguarded-foreign-mac")
             wait_until("the unguarded one", lambda: "unguarded-foreign-mac" in site.received())
     finally:
         run(*link, guest.nic.mac)
@@ -553,24 +560,24 @@ def test_a_vm_cannot_claim_another_vm_s_address_toward_the_host(site: Site) -> N
     rogue, victim = site.guests
     _configured(victim)
     # The host learns the victim's MAC from the victim's own (solicited) advertisement.
-    python_in(site.host, SEND, GATEWAY, victim.nic.address, "9", "hello")
-    wait_until("the host knows the victim", lambda: site.neighbour(victim.nic.address) is not None)
-    assert site.neighbour(victim.nic.address) == victim.nic.mac
+    python_in(site.host, SEND, GATEWAY, victim.address, "9", "hello")
+    wait_until("the host knows the victim", lambda: site.neighbour(victim.address) is not None)
+    assert site.neighbour(victim.address) == victim.nic.mac
 
-    claim = neighbour_advertisement(victim.nic.address, rogue.nic.mac)
+    claim = neighbour_advertisement(victim.address, rogue.nic.mac)
     rogue.send_icmpv6(claim)
     time.sleep(1.0)
-    assert site.neighbour(victim.nic.address) == victim.nic.mac
+    assert site.neighbour(victim.address) == victim.nic.mac
 
     try:
         with site.unguarded():
             rogue.send_icmpv6(claim)
             wait_until(
                 "the unguarded claim",
-                lambda: site.neighbour(victim.nic.address) == rogue.nic.mac,
+                lambda: site.neighbour(victim.address) == rogue.nic.mac,
             )
     finally:
-        run("ip", "-n", site.host, "neigh", "flush", "to", victim.nic.address)
+        run("ip", "-n", site.host, "neigh", "flush", "to", victim.address)
 
 
 LINKS = """

@@ -25,8 +25,29 @@ fe80::a9fe:a9fe) carrying a VM's mark leaves only through that VM's taps: a VM t
 poisons the host's neighbour cache still cannot receive another VM's metadata.
 The host's own packets carry mark 0 and pass.
 
-The whole table is replaced in one `nft -f` transaction, so no frame ever meets a half
-made or missing ruleset.
+A NIC in a project network (`GuardedNic.openings` not None) is guarded the same way,
+but carries IPv6 only (no IPv4, no ARP: the metadata service is on the host network's
+NIC), and one with no address (`ipam none`) may only speak from its link-local address
+and `::`. The host's own frames never leave through a VXLAN port (`nx…`), nor does the
+host take any from one: each host is the router of its own VMs only, with the same
+gateway address and MAC as every other host in the network.
+
+The firewall of project networks' NICs is a second table, `inet nubis_firewall`, since
+it must follow connections and this kernel has no connection tracking in the bridge
+family (CONFIG_NF_CONNTRACK_BRIDGE). It splits the world in two:
+
+- inside: what the bridge forwards from one of its ports to another (another tap of
+  the network on this host, or its VXLAN port). All of it passes: the network is one
+  segment, as if switched. (br_netfilter shows these frames to the IPv6 forward hook
+  as coming in by the bridge: that tells them apart.)
+- outside: what the host routes into the bridge (forward hook) or sends itself (output
+  hook). Answers (`ct state established,related`), neighbour discovery, router
+  advertisements, MLD and ICMPv6 errors pass; the rest goes to the chain of the NIC
+  whose address (or link-local address) it is for, which accepts what the network's
+  and the VM's rules open and drops the rest. A packet for no NIC's address is dropped.
+
+Both tables are replaced in one `nft -f` transaction, so no packet ever meets a half
+made or missing ruleset, nor a firewall that is open while its rules change.
 """
 
 from __future__ import annotations
@@ -39,14 +60,88 @@ from dataclasses import dataclass
 
 from nubis.agent.net.addresses import METADATA_IPV4, METADATA_IPV6, link_local
 from nubis.agent.net.metadata import mark_of
-from nubis.protocol import MAC_PATTERN, VmSpec
+from nubis.protocol import MAC_PATTERN, FirewallRule, Network, VmSpec
 
 TABLE = "bridge nubis_guard"
+FIREWALL_TABLE = "inet nubis_firewall"
+VXLAN_PORTS = '"nx*"'
+"""Every VXLAN device of the agent's (links.VXLAN_PREFIX), as nft matches a name."""
 
 _TAP = re.compile(r"^nt[0-9a-z]{1,13}$")
+_BRIDGE = re.compile(r"^nb[0-9a-z-]{1,13}$")
 _ICMPV6_TARGET = "@th,64,128"
 """The target address of a neighbour advertisement: bytes 8 to 24 of the ICMPv6 header.
 nftables has no name for it."""
+_PROTOCOLS = ("tcp", "udp", "icmp", "any")
+_FROM_OUTSIDE = (
+    "destination-unreachable, packet-too-big, time-exceeded, parameter-problem, "
+    "mld-listener-query, mld-listener-report, mld-listener-done, mld2-listener-report, "
+    "nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert"
+)
+"""The ICMPv6 the host may always send a project network's NIC: what the link and the
+path need to work."""
+
+
+def _check_address(text: str) -> None:
+    """Refuse anything but an IPv6 address in its normal form (and so without a scope,
+    which may be any text)."""
+    address = ipaddress.IPv6Address(text)
+    if address.scope_id is not None or str(address) != text:
+        raise ValueError(f"not an IPv6 address in its normal form: {text!r}")
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What one firewall rule lets in from outside a project network."""
+
+    protocol: str
+    """tcp, udp, icmp (ICMPv6) or any."""
+    port_min: int | None
+    port_max: int | None
+    source: str
+    """An IPv6 network."""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in _PROTOCOLS:
+            raise ValueError(f"not a protocol: {self.protocol!r}")
+        ports = (self.port_min, self.port_max)
+        if ports != (None, None):
+            if self.protocol not in ("tcp", "udp"):
+                raise ValueError(f"{self.protocol} has no ports")
+            if None in ports:
+                raise ValueError("a port range has both ends")
+            assert self.port_min is not None and self.port_max is not None
+            if not 1 <= self.port_min <= self.port_max <= 65535:
+                raise ValueError(f"not a port range: {self.port_min}-{self.port_max}")
+        network = ipaddress.IPv6Network(self.source, strict=True)
+        if network.network_address.scope_id is not None or str(network) != self.source:
+            raise ValueError(f"not an IPv6 network in its normal form: {self.source!r}")
+
+    @classmethod
+    def of(cls, rule: FirewallRule) -> Opening:
+        """A rule as the ruleset takes it: one port is a range of one, the source its
+        network (host bits cleared)."""
+        port_min, port_max = rule.port_min, rule.port_max
+        if (port_min is None) != (port_max is None):
+            port_min = port_max = port_min or port_max
+        source = str(ipaddress.IPv6Network(rule.source, strict=False))
+        return cls(rule.protocol, port_min, port_max, source)
+
+    def rule(self) -> str:
+        """The nft rule that accepts it."""
+        parts = []
+        if ipaddress.IPv6Network(self.source).prefixlen:
+            parts.append(f"ip6 saddr {self.source}")
+        if self.protocol in ("tcp", "udp"):
+            if self.port_min is None:
+                parts.append(f"meta l4proto {self.protocol}")
+            elif self.port_min == self.port_max:
+                parts.append(f"{self.protocol} dport {self.port_min}")
+            else:
+                parts.append(f"{self.protocol} dport {self.port_min}-{self.port_max}")
+        elif self.protocol == "icmp":
+            parts.append("meta l4proto ipv6-icmp")
+        return " ".join([*parts, "accept"])
 
 
 @dataclass(frozen=True)
@@ -55,9 +150,14 @@ class GuardedNic:
 
     tap: str
     mac: str
-    address: str
-    """The NIC's IPv6 address."""
+    address: str | None
+    """The NIC's IPv6 address (None: a project network without addresses)."""
     mark: int
+    openings: tuple[Opening, ...] | None = None
+    """None: the host network's NIC. Else a project network's: what the firewall lets
+    in from outside the network."""
+    bridge: str | None = None
+    """The project network's bridge (with `openings`)."""
 
     def __post_init__(self) -> None:
         # The ruleset is text for nft: nothing but checked values may reach it.
@@ -65,18 +165,46 @@ class GuardedNic:
             raise ValueError(f"not a tap name: {self.tap!r}")
         if not re.match(MAC_PATTERN, self.mac):
             raise ValueError(f"not a MAC address: {self.mac!r}")
-        ipaddress.IPv6Address(self.address)
+        if self.address is not None or self.openings is None:
+            _check_address(self.address or "")
         if not 0 < self.mark < 2**32:
             raise ValueError(f"not a 32-bit, non-zero mark: {self.mark}")
+        if (self.openings is None) != (self.bridge is None):
+            raise ValueError("a project network's NIC has both openings and a bridge")
+        if self.bridge is not None and not _BRIDGE.match(self.bridge):
+            raise ValueError(f"not a bridge name: {self.bridge!r}")
+
+    @property
+    def in_project_network(self) -> bool:
+        return self.openings is not None
 
 
-def guarded(vms: Iterable[VmSpec]) -> list[GuardedNic]:
-    """Every NIC of `vms`, marked with its VM's mark."""
-    return [
-        GuardedNic(tap=nic.tap, mac=nic.mac, address=nic.address or "", mark=mark_of(vm.id))
-        for vm in vms
-        for nic in vm.nics
-    ]
+def guarded(vms: Iterable[VmSpec], networks: Iterable[Network] = ()) -> list[GuardedNic]:
+    """Every NIC of `vms`, marked with its VM's mark; a project network's NIC (from
+    `networks`) with its network's and its VM's rules."""
+    by_id = {network.id: network for network in networks}
+    nics = []
+    for vm in vms:
+        for nic in vm.nics:
+            openings, bridge = None, None
+            if nic.network is not None:
+                network = by_id.get(nic.network)
+                if network is None:
+                    raise ValueError(f"NIC {nic.tap} is in {nic.network}, which is not desired")
+                rules = [*network.rules, *vm.rules]
+                openings = tuple(Opening.of(rule) for rule in rules)
+                bridge = network.bridge
+            nics.append(
+                GuardedNic(
+                    tap=nic.tap,
+                    mac=nic.mac,
+                    address=nic.address,
+                    mark=mark_of(vm.id),
+                    openings=openings,
+                    bridge=bridge,
+                )
+            )
+    return nics
 
 
 def _hex128(address: str) -> str:
@@ -84,6 +212,9 @@ def _hex128(address: str) -> str:
 
 
 def _tap_chains(nic: GuardedNic) -> str:
+    if nic.in_project_network:
+        return _project_tap_chains(nic)
+    assert nic.address is not None
     own = f"{{ {nic.address}, {link_local(nic.mac)}, :: }}"
     targets = f"{{ {_hex128(nic.address)}, {_hex128(link_local(nic.mac))} }}"
     tap = nic.tap
@@ -95,15 +226,7 @@ def _tap_chains(nic: GuardedNic) -> str:
 ip : jump from_{tap}_ip }}
     drop
   }}
-  chain from_{tap}_ip6 {{
-    ip6 saddr != {own} drop
-    ip6 saddr :: meta l4proto != ipv6-icmp drop
-    ip6 saddr :: icmpv6 type != {{ nd-neighbor-solicit, mld2-listener-report }} drop
-    icmpv6 type {{ nd-router-advert, nd-redirect }} drop
-    icmpv6 type nd-neighbor-advert {_ICMPV6_TARGET} != {targets} drop
-    udp sport 547 drop
-    accept
-  }}
+{_ip6_chain(nic, own, targets)}\
   chain from_{tap}_arp {{
     arp saddr ether != {nic.mac} drop
     arp saddr ip {METADATA_IPV4} drop
@@ -123,17 +246,55 @@ ip : jump from_{tap}_ip }}
 """
 
 
-def ruleset(nics: Iterable[GuardedNic]) -> str:
-    """The nft script that replaces the guard table by one guarding exactly `nics`.
+def _ip6_chain(nic: GuardedNic, own: str, targets: str) -> str:
+    tap = nic.tap
+    return f"""\
+  chain from_{tap}_ip6 {{
+    ip6 saddr != {own} drop
+    ip6 saddr :: meta l4proto != ipv6-icmp drop
+    ip6 saddr :: icmpv6 type != {{ nd-neighbor-solicit, mld2-listener-report }} drop
+    icmpv6 type {{ nd-router-advert, nd-redirect }} drop
+    icmpv6 type nd-neighbor-advert {_ICMPV6_TARGET} != {targets} drop
+    udp sport 547 drop
+    accept
+  }}
+"""
 
-    Creating the table before deleting it makes the delete succeed on a host that has
-    none yet; the three statements run as one transaction.
+
+def _own(nic: GuardedNic) -> list[str]:
+    """The unicast addresses a NIC may speak from."""
+    local = link_local(nic.mac)
+    return [local] if nic.address is None else [nic.address, local]
+
+
+def _project_tap_chains(nic: GuardedNic) -> str:
+    addresses = _own(nic)
+    own = f"{{ {', '.join([*addresses, '::'])} }}"
+    targets = f"{{ {', '.join(_hex128(address) for address in addresses)} }}"
+    tap = nic.tap
+    return f"""\
+  chain from_{tap} {{
+    meta mark set {nic.mark:#010x}
+    ether saddr != {nic.mac} drop
+    ether type ip6 jump from_{tap}_ip6
+    drop
+  }}
+{_ip6_chain(nic, own, targets)}\
+"""
+
+
+def ruleset(nics: Iterable[GuardedNic]) -> str:
+    """The nft script that replaces the guard and firewall tables by ones guarding
+    exactly `nics`.
+
+    Creating each table before deleting it makes the delete succeed on a host that has
+    none yet; the whole script runs as one transaction.
     """
     nics = sorted(nics, key=lambda nic: nic.tap)
     taps = [nic.tap for nic in nics]
     if len(set(taps)) != len(taps):
         raise ValueError("a tap is named twice")
-    lines = [f"table {TABLE}", f"delete table {TABLE}", f"table {TABLE} {{"]
+    lines = [*_replace(TABLE), *_replace(FIREWALL_TABLE), f"table {TABLE} {{"]
     # Ahead of other bridge tables (at the usual filter priority, -200), so that they
     # already see the VM's mark.
     lines.append("  chain prerouting {")
@@ -142,27 +303,99 @@ def ruleset(nics: Iterable[GuardedNic]) -> str:
         entries = ", ".join(f'"{tap}" : jump from_{tap}' for tap in taps)
         lines.append(f"    iifname vmap {{ {entries} }}")
     lines.append("  }")
+    # The host's own frames toward a host network's tap, and never through a VXLAN
+    # port (nor in from one): another host's VMs have their own router.
+    host_taps = [nic.tap for nic in nics if not nic.in_project_network]
     lines.append("  chain output {")
     lines.append("    type filter hook output priority 0; policy accept;")
-    if nics:
-        entries = ", ".join(f'"{tap}" : jump to_{tap}' for tap in taps)
+    if host_taps:
+        entries = ", ".join(f'"{tap}" : jump to_{tap}' for tap in host_taps)
         lines.append(f"    oifname vmap {{ {entries} }}")
+    lines.append(f"    oifname {VXLAN_PORTS} drop")
+    lines.append("  }")
+    lines.append("  chain input {")
+    lines.append("    type filter hook input priority 0; policy accept;")
+    lines.append(f"    iifname {VXLAN_PORTS} drop")
     lines.append("  }")
     text = "\n".join(lines) + "\n"
     for nic in nics:
         text += _tap_chains(nic)
+    return text + "}\n" + _firewall(nics)
+
+
+def _firewall(nics: list[GuardedNic]) -> str:
+    """The firewall table: what the host routes or sends into a project network's
+    bridge, per NIC (found by its destination address)."""
+    bridges: dict[str, list[GuardedNic]] = {}
+    for nic in nics:
+        if nic.bridge is not None:
+            bridges.setdefault(nic.bridge, []).append(nic)
+    hooks = ""
+    if bridges:
+        entries = ", ".join(f'"{bridge}" : jump into_{bridge}' for bridge in sorted(bridges))
+        hooks = f"    oifname vmap {{ {entries} }}\n"
+    text = f"""\
+table {FIREWALL_TABLE} {{
+  chain forward {{
+    type filter hook forward priority 0; policy accept;
+{hooks}\
+  }}
+  chain output {{
+    type filter hook output priority 0; policy accept;
+{hooks}\
+  }}
+"""
+    for bridge, members in sorted(bridges.items()):
+        text += _bridge_chain(bridge, members)
+    for nic in nics:
+        if nic.openings is not None:
+            rules = "".join(f"    {opening.rule()}\n" for opening in nic.openings)
+            text += f"  chain to_{nic.tap} {{\n{rules}    drop\n  }}\n"
     return text + "}\n"
 
 
+def _bridge_chain(bridge: str, nics: list[GuardedNic]) -> str:
+    by_address: dict[str, str] = {}
+    for nic in nics:
+        for address in _own(nic):
+            if by_address.setdefault(address, nic.tap) != nic.tap:
+                raise ValueError(f"{address} is claimed twice in {bridge}")
+    entries = ", ".join(f"{address} : jump to_{tap}" for address, tap in by_address.items())
+    # br_netfilter shows this hook the frames the bridge forwards from port to port too,
+    # coming in by the bridge itself: those are inside the network, and pass.
+    return f"""\
+  chain into_{bridge} {{
+    iifname "{bridge}" accept
+    ct state established,related accept
+    icmpv6 type {{ {_FROM_OUTSIDE} }} accept
+    ip6 daddr vmap {{ {entries} }}
+    drop
+  }}
+"""
+
+
+def _replace(table: str) -> list[str]:
+    return [f"table {table}", f"delete table {table}"]
+
+
 def removal() -> str:
-    """The nft script that removes the guard table, present or not."""
-    return f"table {TABLE}\ndelete table {TABLE}\n"
+    """The nft script that removes the guard and firewall tables, present or not."""
+    return "".join(f"{line}\n" for line in [*_replace(TABLE), *_replace(FIREWALL_TABLE)])
 
 
 def apply(script: str) -> None:
     """Run an nft script (from `ruleset` or `removal`) as one transaction."""
+    _nft(script)
+
+
+def check(script: str) -> None:
+    """Have nft parse and check a script without applying it (`nft --check`)."""
+    _nft(script, "--check")
+
+
+def _nft(script: str, *options: str) -> None:
     done = subprocess.run(
-        ["nft", "-f", "-"], input=script, capture_output=True, text=True, check=False
+        ["nft", *options, "-f", "-"], input=script, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"nft refused the guard ruleset: {done.stderr.strip()}")

@@ -27,7 +27,7 @@ OpenStack version):
     /openstack/                             OpenStack versions
     /openstack/latest/meta_data.json        uuid, name, hostname, public_keys
     /openstack/latest/user_data             404 when the VM has none
-    /openstack/latest/network_data.json     each NIC's link and its SLAAC address
+    /openstack/latest/network_data.json     each NIC's link and how it gets its address
 """
 
 from __future__ import annotations
@@ -48,11 +48,18 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from nubis.agent.net.addresses import METADATA_IPV4, METADATA_IPV6
-from nubis.protocol import VmSpec
+from nubis.protocol import Ipam, Network, VmSpec
 
 log = logging.getLogger(__name__)
 
 Lookup = Callable[[int], VmSpec | None]
+NetworkLookup = Callable[[str], Network | None]
+"""A project network by its id (for a NIC's gateway), or None."""
+
+
+def _no_networks(network_id: str) -> Network | None:
+    return None
+
 
 PORT = 80
 CONNECTIONS_PER_VM = 16
@@ -147,31 +154,48 @@ def _ec2(vm: VmSpec, rest: list[str]) -> Answer:
     return NOT_FOUND
 
 
-def network_data(vm: VmSpec) -> dict[str, Any]:
-    """OpenStack's network_data.json: a link per NIC, configured by SLAAC.
+def network_data(vm: VmSpec, network_of: NetworkLookup = _no_networks) -> dict[str, Any]:
+    """OpenStack's network_data.json: a link per NIC, and how it gets its address.
 
-    The address is given although SLAAC finds it itself, so that a guest (or a person)
-    can check it got the one the cloud handed out.
+    The host network's NICs and those of `auto` networks configure themselves by
+    SLAAC; the address is given all the same, so that a guest (or a person) can check
+    it got the one the cloud handed out. A `manual` network's NIC is told its address
+    (`network_of` finds the network); an `ipam none` one only its link. A project
+    network's NIC with a prefix also gets a default route through its gateway, for the
+    guest to use for packets from that NIC's address.
     """
     links = []
     networks = []
     for index, nic in enumerate(vm.nics):
-        links.append({"id": nic.tap, "type": "phy", "ethernet_mac_address": nic.mac})
-        network = ipaddress.IPv6Interface(f"{nic.address}/64").network
-        networks.append(
-            {
-                "id": f"network{index}",
-                "link": nic.tap,
-                "network_id": str(network),
-                "type": "ipv6_slaac",
-                "ip_address": nic.address,
-                "netmask": str(network.netmask),
-            }
-        )
+        link: dict[str, Any] = {"id": nic.tap, "type": "phy", "ethernet_mac_address": nic.mac}
+        if nic.mtu is not None:
+            link["mtu"] = nic.mtu
+        links.append(link)
+        if nic.address is None or nic.ipam is Ipam.NONE:
+            continue
+        prefix = ipaddress.IPv6Interface(f"{nic.address}/64").network
+        entry: dict[str, Any] = {
+            "id": f"network{index}",
+            "link": nic.tap,
+            "network_id": str(prefix) if nic.network is None else nic.network,
+            "type": "ipv6_slaac",
+            "ip_address": nic.address,
+            "netmask": str(prefix.netmask),
+        }
+        if nic.network is not None:
+            if nic.ipam is Ipam.MANUAL:
+                entry["type"] = "ipv6"
+            # The way out for packets from this address (the host network's NIC has the
+            # default route; this one is for the replies of what came in here).
+            network = network_of(nic.network)
+            if network is not None and network.gateway is not None:
+                default = {"network": "::", "netmask": "::", "gateway": network.gateway}
+                entry["routes"] = [default]
+        networks.append(entry)
     return {"links": links, "networks": networks, "services": []}
 
 
-def _openstack(vm: VmSpec, rest: list[str]) -> Answer:
+def _openstack(vm: VmSpec, rest: list[str], network_of: NetworkLookup) -> Answer:
     match rest:
         case []:
             names = ["meta_data.json", "network_data.json"]
@@ -182,13 +206,15 @@ def _openstack(vm: VmSpec, rest: list[str]) -> Answer:
                 {"uuid": vm.id, "name": vm.hostname, "hostname": vm.hostname, "public_keys": keys}
             )
         case ["network_data.json"]:
-            return _json(network_data(vm))
+            return _json(network_data(vm, network_of))
         case ["user_data"]:
             return _user_data(vm)
     return NOT_FOUND
 
 
-def answer(method: str, path: str, vm: VmSpec | None) -> Answer:
+def answer(
+    method: str, path: str, vm: VmSpec | None, network_of: NetworkLookup = _no_networks
+) -> Answer:
     """The answer to `method path` from `vm`'s port (None: a port no VM is known on)."""
     if vm is None:
         return UNKNOWN_VM
@@ -205,7 +231,7 @@ def answer(method: str, path: str, vm: VmSpec | None) -> Answer:
         case ["openstack"]:
             return _listing("latest")
         case ["openstack", version, *rest] if _VERSION.match(version):
-            return _openstack(vm, rest)
+            return _openstack(vm, rest, network_of)
         case [version, *rest] if _VERSION.match(version):
             return _ec2(vm, rest)
     return NOT_FOUND
@@ -226,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply(self) -> None:
         mark = socket_mark(self.connection)
         vm = self.server.lookup(mark) if mark else None
-        result = answer(self.command, self.path, vm)
+        result = answer(self.command, self.path, vm, self.server.network_of)
         self.send_response(result.status)
         self.send_header("Content-Type", result.content_type)
         self.send_header("Content-Length", str(len(result.body)))
@@ -261,11 +287,17 @@ class _Server(HTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, family: socket.AddressFamily, address: tuple[Any, ...], bridge: str, lookup: Lookup
+        self,
+        family: socket.AddressFamily,
+        address: tuple[Any, ...],
+        bridge: str,
+        lookup: Lookup,
+        network_of: NetworkLookup,
     ) -> None:
         self.address_family = family
         self.bridge = bridge
         self.lookup = lookup
+        self.network_of = network_of
         self._busy: Counter[int] = Counter()
         self._busy_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -310,9 +342,16 @@ class MetadataService:
     """The metadata service on one bridge; `lookup` is asked afresh for every request,
     so whoever owns it changes what is served without restarting anything."""
 
-    def __init__(self, bridge: str, lookup: Lookup, port: int = PORT) -> None:
+    def __init__(
+        self,
+        bridge: str,
+        lookup: Lookup,
+        port: int = PORT,
+        network_of: NetworkLookup = _no_networks,
+    ) -> None:
         self.bridge = bridge
         self.lookup = lookup
+        self.network_of = network_of
         self.port = port
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
@@ -325,7 +364,13 @@ class MetadataService:
         scope = socket.if_nametoindex(self.bridge)
         try:
             self._servers.append(
-                _Server(socket.AF_INET, (METADATA_IPV4, self.port), self.bridge, self.lookup)
+                _Server(
+                    socket.AF_INET,
+                    (METADATA_IPV4, self.port),
+                    self.bridge,
+                    self.lookup,
+                    self.network_of,
+                )
             )
             self._servers.append(
                 _Server(
@@ -333,6 +378,7 @@ class MetadataService:
                     (METADATA_IPV6, self.port, 0, scope),
                     self.bridge,
                     self.lookup,
+                    self.network_of,
                 )
             )
         except BaseException:

@@ -10,33 +10,77 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from nubis.protocol import HostNetwork
+from nubis.protocol import HostNetwork, Network
 
 BINARY = "radvd"
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 5.0
 
 
-def config(network: HostNetwork) -> str:
+@dataclass(frozen=True)
+class Announcement:
+    """What radvd announces on a bridge: a /64 for SLAAC, the link's MTU if set, and
+    whether the host is the link's default router."""
+
+    bridge: str
+    prefix: str
+    mtu: int | None = None
+    default_router: bool = True
+
+    def __post_init__(self) -> None:
+        # The config is text for radvd: nothing but checked values may reach it.
+        if not re.match(r"^nb[0-9a-z-]{1,13}$", self.bridge):
+            raise ValueError(f"not a bridge name: {self.bridge!r}")
+        if self.mtu is not None and not 1280 <= self.mtu <= 65535:
+            raise ValueError(f"not an IPv6 link MTU: {self.mtu}")
+
+    @classmethod
+    def of(cls, network: HostNetwork | Network | Announcement) -> Announcement:
+        """The announcement of the host network, or of a project network with a prefix."""
+        if isinstance(network, Announcement):
+            return network
+        if isinstance(network, HostNetwork):
+            return cls(network.bridge, network.prefix)
+        if network.prefix is None:
+            raise ValueError(f"network {network.id} has no prefix to announce")
+        # A VM's default route is its host network's: a second one through a project
+        # network would send packets from the host network's address out of a NIC whose
+        # guard drops them. A project network's NIC routes by source (the guest's
+        # business: the tiny guest does it from network_data.json).
+        return cls(network.bridge, network.prefix, network.mtu, default_router=False)
+
+
+def config(network: HostNetwork | Network | Announcement) -> str:
     """radvd.conf for the network's bridge.
 
     Short intervals so that a booting guest is configured within seconds (radvd also
     answers its router solicitation at once); RFC 4861 asks for
-    MinRtrAdvInterval <= 0.75 * MaxRtrAdvInterval, which 3 and 10 keep.
+    MinRtrAdvInterval <= 0.75 * MaxRtrAdvInterval, which 3 and 10 keep. A project
+    network's links are narrower than Ethernet's (VXLAN takes its share): the MTU is
+    announced too, so that a guest sends no packet the segment cannot carry.
     """
-    prefix = ipaddress.IPv6Network(network.prefix, strict=True)
+    announcement = Announcement.of(network)
+    prefix = ipaddress.IPv6Network(announcement.prefix, strict=True)
+    if prefix.network_address.scope_id is not None:
+        raise ValueError(f"not a prefix to announce: {announcement.prefix!r}")
     if prefix.prefixlen != 64:
         raise ValueError(f"SLAAC needs a /64, not {prefix}")
+    mtu = "" if announcement.mtu is None else f"    AdvLinkMTU {int(announcement.mtu)};\n"
+    if not announcement.default_router:
+        mtu += "    AdvDefaultLifetime 0;\n"
     return f"""\
-interface {network.bridge} {{
+interface {announcement.bridge} {{
     AdvSendAdvert on;
     MinRtrAdvInterval 3;
     MaxRtrAdvInterval 10;
+{mtu}\
     prefix {prefix} {{
         AdvOnLink on;
         AdvAutonomous on;
@@ -102,11 +146,12 @@ class Radvd:
             return None
         return pid if pid > 0 and self._is_ours(pid) else None
 
-    def ensure(self, network: HostNetwork) -> bool:
+    def ensure(self, network: HostNetwork | Network | Announcement) -> bool:
         """Make radvd run with the network's config; True if it had to be (re)started."""
-        if network.bridge != self.bridge:
-            raise ValueError(f"this is the radvd of {self.bridge}, not {network.bridge}")
-        text = config(network)
+        announcement = Announcement.of(network)
+        if announcement.bridge != self.bridge:
+            raise ValueError(f"this is the radvd of {self.bridge}, not {announcement.bridge}")
+        text = config(announcement)
         running = self.pid()
         current = self.config_path.read_text() if self.config_path.exists() else None
         if running is not None and current == text:

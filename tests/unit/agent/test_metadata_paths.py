@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from nubis.agent.net.metadata import answer, by_mark, mark_of
-from nubis.protocol import ImageRef, Nic, VmSpec
+from nubis.agent.net.metadata import answer, by_mark, mark_of, network_data
+from nubis.protocol import ImageRef, Ipam, Network, Nic, VmSpec
 
 IMAGE = ImageRef(id="img-1", sha256="0" * 64, size_bytes=1, virtual_size_bytes=1)
 KEYS = ["ssh-ed25519 AAAAC3Nz first@example", "ssh-ed25519 AAAAC3Nz second@example"]
@@ -23,7 +23,9 @@ def vm(
         image=IMAGE,
         running=True,
         reboots=0,
-        nics=[Nic(tap="ntweb1", number=0, mac="02:aa:00:00:00:01", address="fd00:1:2:3:aa:ff:fe00:1")],
+        nics=[
+            Nic(tap="ntweb1", number=0, mac="02:aa:00:00:00:01", address="fd00:1:2:3:aa:ff:fe00:1")
+        ],
         ssh_keys=KEYS if ssh_keys is None else ssh_keys,
         user_data=user_data,
     )
@@ -175,3 +177,88 @@ def test_vms_sharing_a_mark_get_no_metadata_at_all() -> None:
     first, second = vm("vm-43285"), vm("vm-56583")
     assert mark_of(first.id) == mark_of(second.id)
     assert by_mark([first, second, vm("vm-web1")]) == {mark_of("vm-web1"): vm("vm-web1")}
+
+
+MANUAL = Network(
+    id="net-m",
+    bridge="nbnetm",
+    vxlan="nxnetm",
+    vni=8,
+    ipam=Ipam.MANUAL,
+    prefix="fd00:8::/64",
+    gateway="fd00:8::1",
+    mac="02:00:00:00:08:01",
+)
+
+
+def project_nic(ipam: Ipam, address: str | None, network: str = "net-m") -> Nic:
+    return Nic(
+        tap="ntweb1p",
+        number=1,
+        mac="02:aa:00:00:00:02",
+        address=address,
+        network=network,
+        ipam=ipam,
+        mtu=1430,
+    )
+
+
+def network_data_of(nic: Nic) -> dict[str, object]:
+    spec = vm().model_copy(update={"nics": [*vm().nics, nic]})
+    data = network_data(spec, {MANUAL.id: MANUAL}.get)
+    return {"link": data["links"][1], "networks": data["networks"][1:]}
+
+
+def test_a_project_nic_s_link_carries_its_mtu() -> None:
+    assert network_data_of(project_nic(Ipam.NONE, None))["link"] == {
+        "id": "ntweb1p",
+        "type": "phy",
+        "ethernet_mac_address": "02:aa:00:00:00:02",
+        "mtu": 1430,
+    }
+
+
+def test_an_auto_network_s_nic_is_configured_by_slaac() -> None:
+    nic = project_nic(Ipam.AUTO, "fd00:9::a", network="net-a")
+    assert network_data_of(nic)["networks"] == [
+        {
+            "id": "network1",
+            "link": "ntweb1p",
+            "network_id": "net-a",
+            "type": "ipv6_slaac",
+            "ip_address": "fd00:9::a",
+            "netmask": "ffff:ffff:ffff:ffff::",
+        }
+    ]
+
+
+def test_a_manual_network_s_nic_is_told_its_address_and_gateway() -> None:
+    assert network_data_of(project_nic(Ipam.MANUAL, "fd00:8::a"))["networks"] == [
+        {
+            "id": "network1",
+            "link": "ntweb1p",
+            "network_id": "net-m",
+            "type": "ipv6",
+            "ip_address": "fd00:8::a",
+            "netmask": "ffff:ffff:ffff:ffff::",
+            "routes": [{"network": "::", "netmask": "::", "gateway": "fd00:8::1"}],
+        }
+    ]
+
+
+def test_an_auto_network_s_nic_is_told_its_way_out_for_replies() -> None:
+    auto = MANUAL.model_copy(update={"ipam": Ipam.AUTO})
+    spec = vm().model_copy(update={"nics": [*vm().nics, project_nic(Ipam.AUTO, "fd00:8::a")]})
+    (entry,) = network_data(spec, {auto.id: auto}.get)["networks"][1:]
+    assert entry["type"] == "ipv6_slaac"
+    assert entry["routes"] == [{"network": "::", "netmask": "::", "gateway": "fd00:8::1"}]
+
+
+def test_a_nic_without_ipam_gets_only_its_link() -> None:
+    assert network_data_of(project_nic(Ipam.NONE, None))["networks"] == []
+
+
+def test_network_data_is_served_with_the_gateway() -> None:
+    spec = vm().model_copy(update={"nics": [*vm().nics, project_nic(Ipam.MANUAL, "fd00:8::a")]})
+    result = answer("GET", "/openstack/latest/network_data.json", spec, {MANUAL.id: MANUAL}.get)
+    assert json.loads(result.body)["networks"][1]["routes"][0]["gateway"] == "fd00:8::1"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nubis.agent import seed
+from nubis.protocol import Ipam, Network, Nic
 from tests.unit.agent.vm_specs import nic, vm_spec
 
 MTOOLS = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
@@ -89,3 +90,59 @@ def test_writing_a_seed_again_replaces_it(tmp_path: Path) -> None:
     seed.write_seed(vm_spec(hostname="old"), path)
     seed.write_seed(vm_spec(hostname="new"), path)
     assert json.loads(read_back(path, "meta-data"))["local-hostname"] == "new"
+
+
+MANUAL = Network(
+    id="net-m",
+    bridge="nbnetm",
+    vxlan="nxnetm",
+    vni=8,
+    ipam=Ipam.MANUAL,
+    prefix="fd00:8::/64",
+    gateway="fd00:8::1",
+    mac="02:00:00:00:08:01",
+)
+
+
+def ethernet_of(ipam: Ipam, address: str | None) -> dict[str, object]:
+    project = Nic(
+        tap="ntweb1p",
+        number=1,
+        mac="02:aa:00:00:00:02",
+        address=address,
+        network="net-m" if ipam is Ipam.MANUAL else "net-x",
+        ipam=ipam,
+        mtu=1430,
+    )
+    text = seed.network_config(vm_spec(nics=[nic(0), project]), {MANUAL.id: MANUAL}.get)
+    assert text is not None
+    ethernet: dict[str, object] = json.loads(text)["ethernets"]["nic1"]
+    return ethernet
+
+
+def test_an_auto_network_s_nic_takes_router_advertisements_and_its_address() -> None:
+    ethernet = ethernet_of(Ipam.AUTO, "fd00:9::a")
+    assert ethernet["accept-ra"] is True
+    assert ethernet["addresses"] == ["fd00:9::a/64"]
+    assert ethernet["mtu"] == 1430
+
+
+def test_a_manual_network_s_nic_gets_its_address_and_the_gateway_without_ras() -> None:
+    ethernet = ethernet_of(Ipam.MANUAL, "fd00:8::a")
+    assert ethernet["accept-ra"] is False
+    assert ethernet["addresses"] == ["fd00:8::a/64"]
+    assert ethernet["routes"] == [{"to": "::/0", "via": "fd00:8::1"}]
+
+
+def test_a_nic_without_ipam_has_no_address() -> None:
+    ethernet = ethernet_of(Ipam.NONE, None)
+    assert ethernet["accept-ra"] is False
+    assert "addresses" not in ethernet
+    assert "routes" not in ethernet
+    assert ethernet["mtu"] == 1430
+
+
+def test_the_host_network_s_nic_sets_no_mtu() -> None:
+    text = seed.network_config(vm_spec(nics=[nic(0)]))
+    assert text is not None
+    assert "mtu" not in json.loads(text)["ethernets"]["nic0"]
