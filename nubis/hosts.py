@@ -117,7 +117,8 @@ def register(
     session.add(host)
     session.flush()
     token.used_by = host.id
-    location = session.get_one(Location, token.location_id)
+    # Locked: a network made at the same time must not take the same /64.
+    location = session.get_one(Location, token.location_id, with_for_update=True)
     taken = session.scalars(select(Subnet.number).where(Subnet.location_id == location.id))
     number = subnets.first_free(location.prefix, taken)
     session.add(Subnet(location_id=location.id, number=number, host_id=host.id))

@@ -32,6 +32,7 @@ class Kind(StrEnum):
     HOST = "host"
     VM = "vm"
     NETWORK = "nw"
+    FIREWALL_RULE = "fwr"
     IMAGE = "img"
     EVENT = "evt"
 

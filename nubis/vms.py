@@ -1,24 +1,38 @@
-"""VMs in the control plane: making one (placed in the same transaction), what each
-host should run (its desired state), and what its agent saw (observed state)."""
+"""VMs in the control plane: making one (placed in the same transaction), its NICs in
+project networks, what each host should run (its desired state), and what its agent
+saw (observed state)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from nubis import hosts
+from nubis import hosts, networks
 from nubis.agent.net.addresses import eui64_address, stable_mac
 from nubis.engine import strand
 from nubis.errors import Conflict, InvalidInput, NotFound
 from nubis.ids import Kind, format_id, new_id
 from nubis.ipam import subnets
-from nubis.models import Host, Image, ImageState, Location, Nic, Vm
+from nubis.models import (
+    FirewallRule,
+    Flooding,
+    Host,
+    Image,
+    ImageState,
+    Location,
+    Network,
+    Nic,
+    Subnet,
+    Vm,
+)
 from nubis.names import check_name, ref_clause
-from nubis.protocol import Desired, HostNetwork, ImageRef, Status, VmSpec
+from nubis.protocol import NETWORK_MTU, Desired, HostNetwork, ImageRef, Ipam, Status, VmSpec
+from nubis.protocol import FirewallRule as WireRule
+from nubis.protocol import Network as WireNetwork
 from nubis.protocol import Nic as WireNic
 from nubis.scheduling.allocator import place
 from nubis.scheduling.stages import Request
@@ -28,6 +42,8 @@ GONE_LABELS = frozenset({"destroy", "wait_gone"})
 """The labels of a VM being deleted: it is no longer in its host's desired state."""
 BRIDGE = "nbvm"
 """The bridge of every host's own VM network."""
+MOST_NIC_NUMBER = 15
+"""A VM's NICs are numbered 0 (the host network's) to this (the wire's limit)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,8 @@ class Order:
     ssh_keys: list[str]
     user_data: str | None
     group: str | None
+    networks: list[Network] = field(default_factory=list)
+    """Project networks to give the VM a NIC in (NICs 1, 2, … in this order)."""
 
 
 def tap_name(vm_id: UUID, number: int) -> str:
@@ -51,9 +69,34 @@ def tap_name(vm_id: UUID, number: int) -> str:
     return f"nt{format_id(Kind.VM, vm_id)[-11:]}{number}"
 
 
+def _check_networks(order: Order) -> None:
+    """Each network is the project's, in the VM's location, and named once."""
+    seen: set[UUID] = set()
+    for network in order.networks:
+        if network.project_id != order.project_id:
+            raise NotFound(f"no network {network.name!r}")
+        if network.location_id != order.location_id:
+            raise InvalidInput(
+                f"network {network.name} is in another location than the VM",
+                errors={"networks": f"{network.name} is in another location"},
+            )
+        if network.id in seen:
+            raise InvalidInput(
+                f"network {network.name} is named twice: a VM has one NIC per network",
+                errors={"networks": f"{network.name} is named twice"},
+            )
+        seen.add(network.id)
+    if len(order.networks) > MOST_NIC_NUMBER:
+        raise InvalidInput(
+            f"a VM has at most {MOST_NIC_NUMBER} project network NICs",
+            errors={"networks": f"at most {MOST_NIC_NUMBER}"},
+        )
+
+
 def create(session: Session, order: Order, policy: Policy) -> Vm:
     """Make the VM and reserve its place; NoCapacity if nothing fits (nothing is kept)."""
     check_name(order.name)
+    _check_networks(order)
     if order.image.state != ImageState.ACTIVE:
         raise Conflict(f"image {order.image.name} is {order.image.state}, not active")
     virtual = order.image.virtual_size_bytes or 0
@@ -94,11 +137,71 @@ def create(session: Session, order: Order, policy: Policy) -> Vm:
     mac = stable_mac(format_id(Kind.VM, vm.id), 0)
     address = eui64_address(hosts.vm_subnet(session, host), mac)
     session.add(Nic(vm_id=vm.id, number=0, mac=mac, tap=tap_name(vm.id, 0), address=address))
+    for number, network in enumerate(order.networks, start=1):
+        session.add(_nic(session, vm, network, number))
     from nubis.progs.vm import VmNexus  # noqa: PLC0415 (the prog imports this module)
 
     vm.strand_id = strand.start(session, VmNexus, {"vm": str(vm.id)})
-    touch(session, host.id)
+    session.flush()
+    touch_networks(session, [n.id for n in order.networks], also=host.id)
     return vm
+
+
+def _nic(session: Session, vm: Vm, network: Network, number: int) -> Nic:
+    """The VM's NIC number `number`, in `network`: with IPAM, at the EUI-64 address of
+    its MAC in the network's /64, the one the guest takes by SLAAC."""
+    mac = stable_mac(format_id(Kind.VM, vm.id), number)
+    prefix = networks.placed(session, network).prefix
+    return Nic(
+        vm_id=vm.id,
+        number=number,
+        mac=mac,
+        tap=tap_name(vm.id, number),
+        address=eui64_address(prefix, mac) if prefix else None,
+        network_id=network.id,
+    )
+
+
+def _changeable(vm: Vm, network: Network) -> None:
+    if vm.label in GONE_LABELS:
+        raise Conflict(f"VM {vm.name} is being deleted")
+    if network.project_id != vm.project_id:
+        raise NotFound(f"no network {network.name!r}")
+
+
+def add_nic(session: Session, vm: Vm, network: Network) -> Nic:
+    """Give a VM (locked) a NIC in `network`, with the lowest free number; its host
+    adds it to the running VM."""
+    _changeable(vm, network)
+    if network.location_id != vm.location_id:
+        raise InvalidInput(
+            f"network {network.name} is in another location than VM {vm.name}",
+            errors={"network": "in another location"},
+        )
+    nics = session.scalars(select(Nic).where(Nic.vm_id == vm.id)).all()
+    if any(nic.network_id == network.id for nic in nics):
+        raise Conflict(f"VM {vm.name} has a NIC in network {network.name} already")
+    used = {nic.number for nic in nics}
+    free = [n for n in range(1, MOST_NIC_NUMBER + 1) if n not in used]
+    if not free:
+        raise Conflict(f"VM {vm.name} has {MOST_NIC_NUMBER} project network NICs, the most it may")
+    nic = _nic(session, vm, network, free[0])
+    session.add(nic)
+    session.flush()
+    touch_networks(session, [network.id], also=vm.host_id)
+    return nic
+
+
+def remove_nic(session: Session, vm: Vm, network: Network) -> None:
+    """Take a VM's (locked) NIC out of `network`; its host removes it from the VM."""
+    _changeable(vm, network)
+    nic = session.scalars(
+        select(Nic).where(Nic.vm_id == vm.id, Nic.network_id == network.id)
+    ).one_or_none()
+    if nic is None:
+        raise Conflict(f"VM {vm.name} has no NIC in network {network.name}")
+    touch_networks(session, [network.id], also=vm.host_id)
+    session.delete(nic)
 
 
 def find(session: Session, project_id: UUID, ref: str, *, lock: bool = False) -> Vm:
@@ -129,6 +232,35 @@ def touch(session: Session, host_id: UUID) -> int:
     return host.desired_revision
 
 
+def touch_networks(
+    session: Session, network_ids: Collection[UUID], *, also: UUID | None = None
+) -> None:
+    """Touch every host with a VM in one of `network_ids` (their bridges and flooding
+    lists change with who is in a network), and `also`."""
+    found: set[UUID] = set()
+    if network_ids:
+        found |= {
+            host_id
+            for host_id in session.scalars(
+                select(Vm.host_id)
+                .join(Nic, Nic.vm_id == Vm.id)
+                .where(Nic.network_id.in_(network_ids), Vm.host_id.is_not(None))
+                .distinct()
+            )
+            if host_id is not None
+        }
+    if also is not None:
+        found.add(also)
+    for host_id in sorted(found):  # one order: two transactions never wait on each other
+        touch(session, host_id)
+
+
+def network_ids_of(session: Session, vm_id: UUID) -> list[UUID]:
+    """The project networks the VM has NICs in."""
+    query = select(Nic.network_id).where(Nic.vm_id == vm_id, Nic.network_id.is_not(None))
+    return [n for n in session.scalars(query) if n is not None]
+
+
 def nics_of(session: Session, vm_ids: Sequence[UUID]) -> dict[UUID, list[Nic]]:
     """The NICs of each of `vm_ids`, in order, in one query."""
     found: dict[UUID, list[Nic]] = {}
@@ -137,8 +269,19 @@ def nics_of(session: Session, vm_ids: Sequence[UUID]) -> dict[UUID, list[Nic]]:
     return found
 
 
+def network_names(session: Session, nics: dict[UUID, list[Nic]]) -> dict[UUID, str]:
+    """The name of each network the NICs are in, in one query."""
+    ids = {n.network_id for listed in nics.values() for n in listed if n.network_id}
+    if not ids:
+        return {}
+    query = select(Network.id, Network.name).where(Network.id.in_(ids))
+    return {key: name for key, name in session.execute(query)}
+
+
 def desired(session: Session, host: Host) -> Desired:
-    """What `host` should run: its VM network and every VM on it not being deleted."""
+    """What `host` should run: its VM network, every VM on it not being deleted, and the
+    project networks those VMs have NICs in. A fixed number of queries, however many
+    VMs and networks there are."""
     prefix = hosts.vm_subnet(session, host)
     rows = session.execute(
         select(Vm, Image)
@@ -146,15 +289,116 @@ def desired(session: Session, host: Host) -> Desired:
         .where(Vm.host_id == host.id, Vm.label.not_in(GONE_LABELS))
         .order_by(Vm.id)
     ).all()
-    nics = nics_of(session, [vm.id for vm, _ in rows])
+    vm_ids = [vm.id for vm, _ in rows]
+    nics = nics_of(session, vm_ids)
+    network_ids = sorted({n.network_id for ns in nics.values() for n in ns if n.network_id})
+    found = _networks(session, host, network_ids)
+    rules = _rules(session, network_ids, vm_ids)
     return Desired(
         revision=host.desired_revision,
         network=HostNetwork(bridge=BRIDGE, prefix=prefix, gateway=subnets.gateway(prefix)),
-        vms=[_spec(vm, image, nics.get(vm.id, [])) for vm, image in rows],
+        networks=[
+            wire.model_copy(update={"rules": rules.get(key, [])}) for key, wire in found.items()
+        ],
+        vms=[
+            _spec(vm, image, nics.get(vm.id, []), found, rules.get(vm.id, [])) for vm, image in rows
+        ],
     )
 
 
-def _spec(vm: Vm, image: Image, nics: list[Nic]) -> VmSpec:
+def _networks(session: Session, host: Host, network_ids: list[UUID]) -> dict[UUID, WireNetwork]:
+    """Each network as `host` should have it (without its rules), by key."""
+    if not network_ids:
+        return {}
+    location = session.get_one(Location, host.location_id)
+    remotes: dict[UUID, list[str]] = {}
+    if location.flooding == Flooding.UNICAST:
+        # Head-end replication: the other hosts with a VM (not being deleted) in it.
+        pairs = session.execute(
+            select(Nic.network_id, Host.underlay_address)
+            .join(Vm, Vm.id == Nic.vm_id)
+            .join(Host, Host.id == Vm.host_id)
+            .where(
+                Nic.network_id.in_(network_ids),
+                Vm.host_id != host.id,
+                Vm.label.not_in(GONE_LABELS),
+            )
+            .distinct()
+        )
+        for network_id, address in pairs:
+            if network_id is not None:
+                remotes.setdefault(network_id, []).append(address)
+    found: dict[UUID, WireNetwork] = {}
+    for network, number in session.execute(
+        select(Network, Subnet.number)
+        .outerjoin(Subnet, Subnet.network_id == Network.id)
+        .where(Network.id.in_(network_ids))
+        .order_by(Network.id)
+    ):
+        prefix = None if number is None else subnets.subnet(location.prefix, number)
+        found[network.id] = WireNetwork(
+            id=networks.public_id(network.id),
+            bridge=networks.bridge_name(network.id),
+            vxlan=networks.vxlan_name(network.id),
+            vni=network.vni,
+            ipam=Ipam(network.ipam),
+            prefix=prefix,
+            gateway=subnets.gateway(prefix) if prefix else None,
+            mac=networks.bridge_mac(network.id),
+            mtu=NETWORK_MTU,
+            group=networks.group(network.vni) if location.flooding == Flooding.MULTICAST else None,
+            remotes=sorted(remotes.get(network.id, [])),
+        )
+    return found
+
+
+def _rules(
+    session: Session, network_ids: list[UUID], vm_ids: list[UUID]
+) -> dict[UUID, list[WireRule]]:
+    """The firewall rules of the networks and of the VMs, by network or VM key."""
+    if not network_ids and not vm_ids:
+        return {}
+    found: dict[UUID, list[WireRule]] = {}
+    for rule in session.scalars(
+        select(FirewallRule)
+        .where(or_(FirewallRule.network_id.in_(network_ids), FirewallRule.vm_id.in_(vm_ids)))
+        .order_by(FirewallRule.id)
+    ):
+        owner = rule.network_id or rule.vm_id
+        assert owner is not None
+        found.setdefault(owner, []).append(
+            WireRule(
+                protocol=rule.protocol,
+                port_min=rule.port_min,
+                port_max=rule.port_max,
+                source=rule.source,
+            )
+        )
+    return found
+
+
+def _wire_nic(nic: Nic, found: dict[UUID, WireNetwork]) -> WireNic:
+    if nic.network_id is None:
+        return WireNic(tap=nic.tap, number=nic.number, mac=nic.mac, address=nic.address)
+    network = found[nic.network_id]
+    return WireNic(
+        tap=nic.tap,
+        number=nic.number,
+        mac=nic.mac,
+        address=nic.address,
+        network=network.id,
+        ipam=network.ipam,
+        mtu=network.mtu,
+    )
+
+
+def _spec(
+    vm: Vm,
+    image: Image,
+    nics: list[Nic],
+    found: dict[UUID, WireNetwork],
+    rules: list[WireRule],
+) -> VmSpec:
     assert image.sha256 and image.size_bytes and image.virtual_size_bytes
     return VmSpec(
         id=format_id(Kind.VM, vm.id),
@@ -170,9 +414,10 @@ def _spec(vm: Vm, image: Image, nics: list[Nic]) -> VmSpec:
         ),
         running=vm.running,
         reboots=vm.reboots,
-        nics=[WireNic(tap=n.tap, number=n.number, mac=n.mac, address=n.address) for n in nics],
+        nics=[_wire_nic(n, found) for n in nics],
         ssh_keys=list(vm.ssh_keys),
         user_data=vm.user_data,
+        rules=rules,
     )
 
 

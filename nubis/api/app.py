@@ -14,9 +14,11 @@ from nubis.api.routes import (
     admin,
     agent,
     auth,
+    firewall_rules,
     health,
     images,
     members,
+    networks,
     projects,
     ssh_keys,
     tokens,
@@ -27,7 +29,21 @@ from nubis.config import Settings
 from nubis.db import Database
 from nubis.secretbox import SecretBox
 
-ROUTERS = (health, auth, users, projects, members, tokens, ssh_keys, images, vms, admin, agent)
+ROUTERS = (
+    health,
+    auth,
+    users,
+    projects,
+    members,
+    tokens,
+    ssh_keys,
+    images,
+    vms,
+    networks,
+    firewall_rules,
+    admin,
+    agent,
+)
 
 
 def create_app(db: Database, secret_box: SecretBox, settings: Settings | None = None) -> FastAPI:

@@ -14,7 +14,7 @@ import typer
 from typer._click import Command, Context
 from typer.core import TyperGroup
 
-from nubis.cli import account, agent, image, project, ssh_key, token, vm
+from nubis.cli import account, agent, firewall_rule, image, network, project, ssh_key, token, vm
 from nubis.cli.output import fail
 from nubis.errors import NubisError
 
@@ -71,6 +71,8 @@ project.register(app)
 token.register(app)
 ssh_key.register(app)
 vm.register(app)
+network.register(app)
+firewall_rule.register(app)
 image.register(app)
 
 

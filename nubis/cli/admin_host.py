@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
-from nubis import hosts
+from nubis import hosts, networks
 from nubis.cli.output import JsonOption, console, fail, listing, show
 from nubis.cli.store import database
 from nubis.ids import Kind, format_id
@@ -53,6 +53,20 @@ def location_list(as_json: JsonOption = False) -> None:
             for loc in session.scalars(select(Location).order_by(Location.name))
         ]
     listing(rows, ["name", "display_name", "prefix", "flooding", "id"], as_json)
+
+
+@location_app.command("set")
+def location_set(
+    name: str,
+    flooding: Annotated[
+        Flooding, typer.Option(help="How VXLAN reaches the hosts of the location's networks.")
+    ],
+) -> None:
+    """Change how a location's networks flood; its hosts rebuild their VXLANs."""
+    with database() as db, db.transaction() as session:
+        found = hosts.location(session, name)
+        changed = networks.set_flooding(session, found, flooding)
+    console.print(f"{name} {'now floods' if changed else 'floods already'} by {flooding}.")
 
 
 @host_app.command("join-token")

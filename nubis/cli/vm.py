@@ -20,9 +20,11 @@ from nubis.cli.client import Client, part, project_of, signed_in
 from nubis.cli.output import JsonOption, console, emit_json, errors, fail, show, table
 from nubis.cli.profile import config_path
 from nubis.cli.project import ProjectOption
+from nubis.cli.vm_nic import NIC_COLUMNS, nic_app, nic_rows
 from nubis.errors import InvalidInput, NotFound
 
 vm_app = typer.Typer(help="Virtual machines.", no_args_is_help=True)
+vm_app.add_typer(nic_app, name="nic")
 
 POLL_SECONDS = 0.5
 FOLLOW_SECONDS = 1.0
@@ -141,6 +143,12 @@ def vm_create(
     location: Annotated[
         str | None, typer.Option(help="Where it runs (needed where there are several).")
     ] = None,
+    network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--network", help="A project network to give it a NIC in; repeatable (NICs 1, 2, …)."
+        ),
+    ] = None,
     wait: WaitOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_SECONDS,
     project: ProjectOption = None,
@@ -159,6 +167,8 @@ def vm_create(
         "group": group,
     }
     body |= {field: value for field, value in optional.items() if value is not None}
+    if network:
+        body["networks"] = network
     if ssh_key:
         body["ssh_keys"] = _public_keys(client, where, ssh_key)
     if user_data is not None:
@@ -222,10 +232,7 @@ def vm_show(
         "created_at": vm["created_at"],
     }
     show(fields, as_json=False)
-    table(
-        ["nic", "mac", "address"],
-        [[n, nic["mac"], nic["address"]] for n, nic in enumerate(vm["nics"])],
-    )
+    table(NIC_COLUMNS, nic_rows(vm))
 
 
 # --- changing ------------------------------------------------------------------------

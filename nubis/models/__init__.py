@@ -23,6 +23,7 @@ from nubis.models.compute import (
 )
 from nubis.models.engine import Semaphore, Strand, StrandStatus
 from nubis.models.image import Image, ImageState
+from nubis.models.network import FirewallRule, Network
 from nubis.models.vm import Nic, Subnet, Vm
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "AllocationState",
     "ApiToken",
     "AuditEvent",
+    "FirewallRule",
     "Flooding",
     "Health",
     "Host",
@@ -41,6 +43,7 @@ __all__ = [
     "Location",
     "LoginThrottle",
     "Membership",
+    "Network",
     "Nic",
     "Project",
     "Role",

@@ -61,14 +61,21 @@ class Nic(Base):
     mac: Mapped[str] = mapped_column(String(17), unique=True)
     tap: Mapped[str] = mapped_column(String(15), unique=True)
     address: Mapped[str | None] = mapped_column(String(45))
-    """Set when the VM is placed (it is in its host's /64)."""
+    """NIC 0's is in its host's /64 (set when the VM is placed); a project network NIC's
+    in its network's /64 (None with IPAM `none`)."""
+    network_id: Mapped[UUID | None] = mapped_column(ForeignKey("network.id"), index=True)
+    """The project network it is in; None: the host network (NIC 0)."""
 
-    __table_args__ = (UniqueConstraint("vm_id", "number", name="uq_nic_vm_number"),)
+    __table_args__ = (
+        UniqueConstraint("vm_id", "number", name="uq_nic_vm_number"),
+        # One NIC per network per VM (NULLs differ, so NIC 0 is not held to it).
+        UniqueConstraint("vm_id", "network_id", name="uq_nic_vm_network"),
+    )
 
 
 class Subnet(Base):
-    """A /64 of a location's prefix, taken by a host (its VM network) or, later, a
-    project network. `number` is the /64's index in the prefix."""
+    """A /64 of a location's prefix, taken by a host (its VM network) or a project
+    network (IPAM `manual` or `auto`). `number` is the /64's index in the prefix."""
 
     __tablename__ = "subnet"
 
@@ -77,6 +84,9 @@ class Subnet(Base):
     number: Mapped[int]
     host_id: Mapped[UUID | None] = mapped_column(
         ForeignKey("host.id", ondelete="CASCADE"), unique=True
+    )
+    network_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("network.id", ondelete="CASCADE"), unique=True
     )
 
     __table_args__ = (UniqueConstraint("location_id", "number", name="uq_subnet_number"),)

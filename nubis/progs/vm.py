@@ -16,7 +16,7 @@ from sqlalchemy import delete
 from nubis import vms
 from nubis.engine.prog import Prog, label
 from nubis.ids import Kind, format_id
-from nubis.models import Host, Nic, Vm
+from nubis.models import FirewallRule, Host, Nic, Vm
 from nubis.scheduling.allocator import release
 
 IDLE_NAP_SECONDS = 3600.0
@@ -69,7 +69,11 @@ class VmNexus(Prog):
     @label
     def destroy(self) -> None:
         vm = self.vm
-        self.frame["gone_at"] = vms.touch(self.session, vm.host_id) if vm.host_id else 0
+        # Its host stops running it; the other hosts of its networks stop flooding to
+        # its host (unless another VM there keeps it in) and may drop a network.
+        vms.touch_networks(self.session, vms.network_ids_of(self.session, vm.id), also=vm.host_id)
+        host = self.session.get(Host, vm.host_id) if vm.host_id else None
+        self.frame["gone_at"] = host.desired_revision if host else 0
         self.go(vm, "wait_gone")
 
     @label
@@ -81,6 +85,9 @@ class VmNexus(Prog):
             if host.observed_revision < int(self.frame["gone_at"]):
                 self.nap(WAIT_NAP_SECONDS)
         release(self.session, format_id(Kind.VM, vm.id))
+        in_networks = vms.network_ids_of(self.session, vm.id)
         self.session.execute(delete(Nic).where(Nic.vm_id == vm.id))
+        self.session.execute(delete(FirewallRule).where(FirewallRule.vm_id == vm.id))
+        vms.touch_networks(self.session, in_networks)
         self.session.delete(vm)
         self.exit("deleted")

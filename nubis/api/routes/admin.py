@@ -1,4 +1,4 @@
-"""`/v1/admin`: operator routes for users and the audit log."""
+"""`/v1/admin`: operator routes for users, the audit log and locations."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nubis import hosts, networks
 from nubis.api.deps import DatabaseDep, PrincipalDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import AuditEventOut, UserCreate, UserOut, UserUpdate
+from nubis.api.schemas.network import LocationOut, LocationUpdate
 from nubis.auth import accounts
 from nubis.auth.authz import Action, authorize
 from nubis.errors import Conflict, NotFound
-from nubis.ids import Kind
-from nubis.models import AuditEvent, User
+from nubis.ids import Kind, format_id
+from nubis.models import AuditEvent, Flooding, User
 from nubis.names import ref_clause
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -99,3 +101,22 @@ def list_audit_events(
             newest_first=True,
         )
         return Page(items=[AuditEventOut.of(e) for (e,) in rows], next_cursor=next_cursor)
+
+
+@router.patch("/locations/{location}")
+def update_location(
+    location: str, body: LocationUpdate, db: DatabaseDep, principal: PrincipalDep
+) -> LocationOut:
+    """Change how the location's networks flood (multicast or unicast); its hosts are
+    told at once."""
+    authorize(principal, Action.OPERATE)
+    with db.transaction() as session:
+        found = hosts.location(session, location)
+        networks.set_flooding(session, found, body.flooding)
+        return LocationOut(
+            id=format_id(Kind.LOCATION, found.id),
+            name=found.name,
+            display_name=found.display_name,
+            prefix=found.prefix,
+            flooding=Flooding(found.flooding),
+        )

@@ -9,9 +9,10 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis import sshkey, vms
+from nubis import networks, sshkey, vms
 from nubis.api.deps import DatabaseDep, PrincipalDep, SettingsDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
+from nubis.api.schemas.network import NicAdd
 from nubis.api.schemas.vm import VmCreate, VmOut
 from nubis.auth.authz import Action, project_access
 from nubis.engine import strand
@@ -28,7 +29,8 @@ ASKED = {"start": "starting", "stop": "stopping", "reboot": "rebooting", "destro
 
 
 def _out(session: Session, vm: Vm, *, shown: str | None = None) -> VmOut:
-    return VmOut.of(vm, vms.nics_of(session, [vm.id]).get(vm.id, []), shown=shown)
+    nics = vms.nics_of(session, [vm.id])
+    return VmOut.of(vm, nics.get(vm.id, []), vms.network_names(session, nics), shown=shown)
 
 
 @router.get("")
@@ -46,8 +48,10 @@ def list_vms(
             session, query, Vm.id, cursor, limit, key_of=lambda r: r[0].id
         )
         nics = vms.nics_of(session, [vm.id for (vm,) in rows])
+        names = vms.network_names(session, nics)
         return Page(
-            items=[VmOut.of(vm, nics.get(vm.id, [])) for (vm,) in rows], next_cursor=next_cursor
+            items=[VmOut.of(vm, nics.get(vm.id, []), names) for (vm,) in rows],
+            next_cursor=next_cursor,
         )
 
 
@@ -80,6 +84,7 @@ def create_vm(
             ssh_keys=keys,
             user_data=body.user_data,
             group=body.group,
+            networks=[networks.find(session, access.project.id, ref) for ref in body.networks],
         )
         vm = vms.create(session, order, Policy(settings.placement_policy))
         return _out(session, vm)
@@ -90,6 +95,29 @@ def read_vm(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> 
     with db.reading() as session:
         access = project_access(session, principal, project, Action.READ)
         return _out(session, vms.find(session, access.project.id, vm))
+
+
+@router.post("/{vm}/nics", status_code=status.HTTP_202_ACCEPTED)
+def add_nic(project: str, vm: str, body: NicAdd, db: DatabaseDep, principal: PrincipalDep) -> VmOut:
+    """Give the VM a NIC in a project network of its location; its host adds it, to the
+    running VM too."""
+    with db.transaction() as session:
+        access = project_access(session, principal, project, Action.WRITE)
+        found = vms.find(session, access.project.id, vm, lock=True)
+        vms.add_nic(session, found, networks.find(session, access.project.id, body.network))
+        return _out(session, found)
+
+
+@router.delete("/{vm}/nics/{network}", status_code=status.HTTP_202_ACCEPTED)
+def remove_nic(
+    project: str, vm: str, network: str, db: DatabaseDep, principal: PrincipalDep
+) -> VmOut:
+    """Take the VM's NIC out of a project network (the host network's NIC stays)."""
+    with db.transaction() as session:
+        access = project_access(session, principal, project, Action.WRITE)
+        found = vms.find(session, access.project.id, vm, lock=True)
+        vms.remove_nic(session, found, networks.find(session, access.project.id, network))
+        return _out(session, found)
 
 
 @router.get("/{vm}/console", response_class=PlainTextResponse)

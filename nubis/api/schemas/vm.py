@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
+from uuid import UUID
 
 from pydantic import BaseModel, Field
 
@@ -29,11 +31,22 @@ class VmCreate(Input):
     user_data: str | None = Field(default=None, max_length=65536)
     group: Name | None = None
     """Anti-affinity group: no two VMs of a group share a host."""
+    networks: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=15
+    )
+    """Project networks (names or ids) to give the VM a NIC in, after its host network
+    NIC: NICs 1, 2, … in this order."""
 
 
 class NicOut(BaseModel):
+    number: int
+    """0: the host network's NIC; 1 and up: project networks'."""
     mac: str
     address: str | None
+    """Its IPv6 address; null in a network with IPAM `none`."""
+    network: str | None
+    """The project network's id; null for the host network."""
+    network_name: str | None
 
 
 class VmOut(BaseModel):
@@ -52,9 +65,12 @@ class VmOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, vm: Vm, nics: list[Nic], *, shown: str | None = None) -> VmOut:
-        """`shown`: the state to show instead, for the answer to a request that moves the
-        VM there (its prog has yet to act on it)."""
+    def of(
+        cls, vm: Vm, nics: list[Nic], names: dict[UUID, str], *, shown: str | None = None
+    ) -> VmOut:
+        """`names`: of the networks the NICs are in. `shown`: the state to show instead,
+        for the answer to a request that moves the VM there (its prog has yet to act on
+        it)."""
         return cls(
             id=format_id(Kind.VM, vm.id),
             name=vm.name,
@@ -64,7 +80,16 @@ class VmOut(BaseModel):
             disk_bytes=vm.disk_bytes,
             image=format_id(Kind.IMAGE, vm.image_id),
             host=format_id(Kind.HOST, vm.host_id) if vm.host_id else None,
-            nics=[NicOut(mac=n.mac, address=n.address) for n in nics],
+            nics=[
+                NicOut(
+                    number=n.number,
+                    mac=n.mac,
+                    address=n.address,
+                    network=format_id(Kind.NETWORK, n.network_id) if n.network_id else None,
+                    network_name=names.get(n.network_id) if n.network_id else None,
+                )
+                for n in nics
+            ],
             detail=vm.failure or vm.observed_detail,
             created_at=vm.created_at,
         )

@@ -22,10 +22,10 @@ class Agent:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.credential}"}
 
-    def desired(self) -> Desired:
-        answer = self.client.get(
-            "/v1/agent/desired", params={"after": self.revision}, headers=self.auth
-        )
+    def desired(self, *, anyway: bool = False) -> Desired:
+        """The desired state past the revision last seen; `anyway`: whatever it is."""
+        after = -1 if anyway else self.revision
+        answer = self.client.get("/v1/agent/desired", params={"after": after}, headers=self.auth)
         assert answer.status_code == 200, answer.text
         desired = Desired.model_validate(answer.json())
         self.revision = desired.revision

@@ -32,7 +32,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from nubis import hosts, sshkey, vms
+from nubis import firewall, hosts, networks, sshkey, vms
 from nubis.api import create_app
 from nubis.auth import accounts, tokens
 from nubis.auth.passwords import hash_password
@@ -50,6 +50,7 @@ from nubis.models import (
     Subnet,
     User,
 )
+from nubis.protocol import Ipam
 from nubis.scheduling.weigher import Policy
 from nubis.secretbox import SecretBox
 from tests.integration.api.people import PASSWORD
@@ -142,6 +143,12 @@ class World:
     """The name of P's VM."""
     public_image: str
     """The name of a public image, waiting for its file."""
+    network: str
+    """The name of P's network that P's VM has a NIC in."""
+    spare: str
+    """The name of P's network that no VM is in."""
+    rule: str
+    """The id of the firewall rule of P's network."""
     markers: dict[str, tuple[str, ...]]
     """For each project's word, what betrays its data: the word, and its key's fingerprint."""
 
@@ -239,7 +246,7 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
         session.add_all(
             [Image(project_id=p.id, name=f"{P}-img-{n}"), Image(project_id=None, name=f"pub-{n}")]
         )
-        _vm_in(session, p, n)
+        rule = _vm_in(session, p, n)
 
         users = {who: person.id for who, person in people.items()}
         users[Who.SCOPED] = users[Who.ELSEWHERE] = sam.id
@@ -270,12 +277,16 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
         ready=f"{P}-ready-{n}",
         vm=f"{P}-vm-{n}",
         public_image=f"pub-{n}",
+        network=f"{P}-net-{n}",
+        spare=f"{P}-spare-{n}",
+        rule=rule,
         markers={P: (P, p_key.fingerprint), Q: (Q, q_key.fingerprint), S: (S,)},
     )
 
 
-def _vm_in(session: Session, project: Project, n: int) -> None:
-    """A location with one roomy host, an active image of P's and a VM of P's on it."""
+def _vm_in(session: Session, project: Project, n: int) -> str:
+    """A location with one roomy host, an active image of P's, two networks of P's and a
+    VM of P's on the host, in the first network, which has a firewall rule; the rule's id."""
     location = hosts.create_location(
         session, f"loc-{n}", f"2001:db8:{n:x}::/48", flooding="unicast"
     )
@@ -313,8 +324,16 @@ def _vm_in(session: Session, project: Project, n: int) -> None:
         ssh_keys=[],
         user_data=None,
         group=None,
+        networks=[
+            networks.create(session, project.id, location, f"{P}-net-{n}", Ipam.AUTO).network
+        ],
     )
+    networks.create(session, project.id, location, f"{P}-spare-{n}", Ipam.NONE)
     vms.create(session, order, Policy.SPREAD)
+    rule = firewall.add(
+        session, project.id, firewall.check("tcp", "22", None), vm=None, network=order.networks[0]
+    )
+    return format_id(Kind.FIREWALL_RULE, rule.id)
 
 
 @dataclass(frozen=True)
@@ -513,6 +532,33 @@ CASES = [
          (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}/reboot")),
     Case("DELETE", "/v1/projects/{project}/vms/{vm}",
          (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}")),
+    Case("POST", "/v1/projects/{project}/vms/{vm}/nics",
+         (401, 403, 202, 202, 202, 404, 404, 202, 404),
+         lambda w, _who: Call(f"/v1/projects/{w.project}/vms/{w.vm}/nics", {
+             "network": w.spare})),
+    Case("DELETE", "/v1/projects/{project}/vms/{vm}/nics/{network}",
+         (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}/nics/{network}")),
+    Case("GET", "/v1/projects/{project}/networks",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/networks")),
+    Case("POST", "/v1/projects/{project}/networks",
+         (401, 403, 201, 201, 201, 404, 404, 201, 404),
+         lambda w, _who: Call(f"/v1/projects/{w.project}/networks", {
+             "name": "fresh", "location": w.location})),
+    Case("GET", "/v1/projects/{project}/networks/{network}",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/networks/{network}")),
+    Case("DELETE", "/v1/projects/{project}/networks/{network}",
+         (401, 403, 204, 204, 204, 404, 404, 204, 404), _p("/networks/{spare}")),
+    Case("GET", "/v1/projects/{project}/firewall-rules",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/firewall-rules")),
+    Case("POST", "/v1/projects/{project}/firewall-rules",
+         (401, 403, 201, 201, 201, 404, 404, 201, 404),
+         lambda w, _who: Call(f"/v1/projects/{w.project}/firewall-rules", {
+             "network": w.network, "protocol": "tcp", "port": "443"})),
+    Case("DELETE", "/v1/projects/{project}/firewall-rules/{rule}",
+         (401, 403, 204, 204, 204, 404, 404, 204, 404), _p("/firewall-rules/{rule}")),
+    Case("PATCH", "/v1/admin/locations/{location}",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403),
+         _fixed("/v1/admin/locations/{location}", {"flooding": "multicast"})),
     # Hosts, not people, call the agent API: no user's token opens it.
     Case("POST", "/v1/agent/register",
          (401, 401, 401, 401, 401, 401, 401, 401, 401),

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event, insert
+from sqlalchemy import Engine, event, func, insert, select
 from sqlalchemy.orm import Session
 
 from nubis import sshkey
@@ -23,7 +23,22 @@ from nubis.auth import tokens
 from nubis.auth.passwords import hash_password
 from nubis.db import Database
 from nubis.ids import Kind, new_id, parse_id
-from nubis.models import ApiToken, AuditEvent, Image, Membership, Project, Role, SshKey, User
+from nubis.models import (
+    ApiToken,
+    AuditEvent,
+    FirewallRule,
+    Image,
+    Location,
+    Membership,
+    Network,
+    Project,
+    Role,
+    SshKey,
+    Subnet,
+    User,
+)
+from tests.integration.api import fleet
+from tests.integration.api.host_agent import Agent
 from tests.integration.api.people import PASSWORD, People, Person
 
 MANY = 200
@@ -128,6 +143,49 @@ def _images(session: Session, caller: Caller, count: int, public: bool) -> None:
     )
 
 
+def _networks(session: Session, caller: Caller, count: int) -> list[UUID]:
+    """`count` networks of the caller's project, every other one with a /64."""
+    location = session.scalars(select(Location).where(Location.name == "counted")).one_or_none()
+    if location is None:
+        location = Location(name="counted", display_name="counted", prefix="2001:db8:c::/48")
+        session.add(location)
+        session.flush()
+    start = session.scalar(select(func.count()).select_from(Network)) or 0
+    ids = [new_id() for _ in range(count)]
+    session.execute(
+        insert(Network),
+        [
+            {"id": key, "project_id": caller.project, "location_id": location.id}
+            | {
+                "name": f"n{key.hex}"[:32],
+                "ipam": "auto" if i % 2 else "none",
+                "vni": start + i + 1,
+            }
+            for i, key in enumerate(ids)
+        ],
+    )
+    subnets = [
+        {"location_id": location.id, "number": start + i + 1, "network_id": key}
+        for i, key in enumerate(ids)
+        if i % 2
+    ]
+    if subnets:
+        session.execute(insert(Subnet), subnets)
+    return ids
+
+
+def _firewall_rules(session: Session, caller: Caller, count: int) -> None:
+    (network,) = _networks(session, caller, 1)
+    session.execute(
+        insert(FirewallRule),
+        [
+            {"project_id": caller.project, "network_id": network, "protocol": "tcp"}
+            | {"port_min": 22, "port_max": 22, "source": "::/0"}
+            for _ in range(count)
+        ],
+    )
+
+
 @dataclass(frozen=True)
 class Listing:
     path: str
@@ -149,6 +207,8 @@ LISTINGS = [
     Listing("/v1/admin/audit", 0, _audit_events),
     Listing("/v1/projects/{project}/images", 0, lambda s, c, n: _images(s, c, n, public=False)),
     Listing("/v1/admin/images", 0, lambda s, c, n: _images(s, c, n, public=True)),
+    Listing("/v1/projects/{project}/networks", 0, _networks),
+    Listing("/v1/projects/{project}/firewall-rules", 0, _firewall_rules),
 ]
 
 
@@ -198,3 +258,37 @@ def test_a_page_of_200_items_takes_as_many_statements_as_a_page_of_one(
         f"{len(for_one)} statements for one item, {len(for_many)} for {MANY}; the first:\n"
         + "\n".join(for_many[: len(for_one) + 3])
     )
+
+
+def test_a_host_s_desired_state_takes_as_many_statements_for_many_vms_and_networks_as_for_one(
+    db: Database, client: TestClient, people: People, agent: Agent
+) -> None:
+    person = people.user("builder")
+    project = fleet.project_with_image(people, db, person)
+    second = fleet.join(client, db, "h2", "fd00::2")
+    rules = f"/v1/projects/{project}/firewall-rules"
+
+    def grow(n: int) -> None:
+        """Two VMs, one on each host, both in two new networks, each with rules."""
+        names = [fleet.network(person, project, f"n{n}-{i}")["name"] for i in range(2)]
+        for vm in (f"a{n}", f"b{n}"):
+            fleet.vm(person, project, vm, networks=names, group=f"g{n}")
+            fleet.created(person.post(rules, json={"vm": vm, "protocol": "icmp"}))
+        for name in names:
+            fleet.created(person.post(rules, json={"network": name, "protocol": "any"}))
+
+    def desired() -> tuple[int, list[str]]:
+        with statements(db.engine) as sent:
+            found = agent.desired(anyway=True)
+        second.desired(anyway=True)
+        return len(found.vms), sent
+
+    grow(0)
+    desired()  # the pool's first connection, and the statement cache, warm up
+    one, for_one = desired()
+    for n in range(1, 4):
+        grow(n)
+    many, for_many = desired()
+
+    assert (one, many) == (1, 4)
+    assert len(for_many) == len(for_one), "\n".join(for_many)

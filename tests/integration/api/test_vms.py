@@ -85,7 +85,11 @@ def test_a_new_vm_is_placed_and_its_host_told_to_run_it_with_the_project_s_keys(
     assert ipaddress.IPv6Network(desired.network.prefix).subnet_of(
         ipaddress.IPv6Network("2001:db8:1::/48")
     )
-    assert vm["nics"] == [{"mac": nic.mac, "address": nic.address}]
+    assert vm["nics"] == [
+        {"number": 0, "mac": nic.mac, "address": nic.address, "network": None, "network_name": None}
+    ]
+    assert (nic.number, nic.network, nic.mtu) == (0, None, None)
+    assert desired.networks == []
     with db.reading() as session:
         host = session.scalars(select(Host)).one()
         assert (host.used_cores, host.used_memory_bytes) == (2, 4 * GIB)

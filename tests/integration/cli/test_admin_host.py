@@ -65,6 +65,27 @@ def test_a_location_needs_an_ipv6_prefix(cli: CliRunner) -> None:
         assert reason in refused.stderr, refused.stderr
 
 
+def test_a_location_s_flooding_is_changed_and_its_hosts_told(cli: CliRunner, db: Database) -> None:
+    _run(cli, "location", "create", "fra1", "--prefix", "2001:db8:1::/48")
+    _join(db, _run(cli, "host", "join-token", "--location", "fra1").stdout.strip())
+    with db.reading() as session:
+        before = session.scalars(select(Host.desired_revision)).one()
+
+    changed = _run(cli, "location", "set", "fra1", "--flooding", "unicast")
+    again = _run(cli, "location", "set", "fra1", "--flooding", "unicast")
+
+    assert changed.stdout == "fra1 now floods by unicast.\n"
+    assert again.stdout == "fra1 floods already by unicast.\n"
+    (listed,) = json.loads(_run(cli, "location", "list", "--json").stdout)
+    assert listed["flooding"] == "unicast"
+    with db.reading() as session:
+        assert session.scalars(select(Host.desired_revision)).one() == before + 1
+    bad = _run(cli, "location", "set", "fra1", "--flooding", "broadcast")
+    assert bad.exit_code == 2
+    nowhere = _run(cli, "location", "set", "mars", "--flooding", "unicast")
+    assert (nowhere.exit_code, nowhere.stderr) == (1, "error: no location 'mars'\n")
+
+
 def test_drain_maintenance_and_undrain_are_in_the_event_log(cli: CliRunner, db: Database) -> None:
     _run(cli, "location", "create", "fra1", "--prefix", "2001:db8:1::/48")
     _join(db, _run(cli, "host", "join-token", "--location", "fra1").stdout.strip())

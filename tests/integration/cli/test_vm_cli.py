@@ -257,7 +257,7 @@ def test_a_vm_is_listed_and_shown_with_its_state_host_and_address(tenant: Tenant
     text = succeeded(shown).stdout
     for name, value in [("state", "running"), ("memory", "512 MiB"), ("disk", "1 GiB")]:
         assert any(line.split() == [name, *value.split()] for line in text.splitlines()), text
-    assert _row_of(text, "0", vm["nics"][0]["mac"], address)
+    assert _row_of(text, "0", "host", vm["nics"][0]["mac"], address)
 
 
 def test_stop_start_reboot_and_delete_each_wait_for_their_end(tenant: Tenant) -> None:

@@ -1,0 +1,52 @@
+"""VNIs: the lowest free one of a location, and the multicast group each floods to."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from nubis import networks
+from nubis.errors import Conflict
+from nubis.ids import Kind, format_id, new_id
+from nubis.ipam import vnis
+
+
+def test_the_lowest_free_vni_is_taken_and_a_gap_is_filled_first() -> None:
+    assert vnis.first_free([]) == 1
+    assert vnis.first_free([1, 2, 3]) == 4
+    assert vnis.first_free([1, 3, 4]) == 2
+
+
+def test_a_location_with_every_vni_taken_is_a_conflict() -> None:
+    with pytest.raises(Conflict, match="the location has no free VNI"):
+        vnis.first_free([1, 2, 3], most=3)
+    assert vnis.MAX_VNI == 2**24 - 1
+
+
+@pytest.mark.parametrize(
+    ("vni", "group"),
+    [(1, "ff05::6e62:0:1"), (0x12345, "ff05::6e62:1:2345"), (2**24 - 1, "ff05::6e62:ff:ffff")],
+)
+def test_each_vni_has_a_site_local_multicast_group_of_its_own(vni: int, group: str) -> None:
+    address = ipaddress.IPv6Address(networks.group(vni))
+
+    assert str(address) == group
+    assert address.is_multicast and address in ipaddress.IPv6Network("ff05::/16")
+
+
+def test_there_is_no_group_for_what_is_not_a_vni() -> None:
+    for wrong in (0, 2**24):
+        with pytest.raises(ValueError, match="not a VNI"):
+            networks.group(wrong)
+
+
+def test_a_network_s_links_are_named_after_its_id_within_15_characters() -> None:
+    key = new_id()
+    digits = format_id(Kind.NETWORK, key)[-12:]
+
+    assert networks.bridge_name(key) == f"nb{digits}"
+    assert networks.vxlan_name(key) == f"nx{digits}"
+    assert len(networks.bridge_name(key)) <= 15
+    assert networks.bridge_mac(key) == networks.bridge_mac(key)
+    assert int(networks.bridge_mac(key)[:2], 16) & 0b11 == 0b10  # local, unicast
