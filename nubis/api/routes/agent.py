@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from nubis import hosts, vms
 from nubis.api.deps import DatabaseDep, SettingsDep
 from nubis.db import Database
+from nubis.desired import for_host
 from nubis.errors import NotFound, Unauthenticated
 from nubis.ids import Kind, format_id, parse_id
 from nubis.images import store
@@ -60,7 +61,7 @@ def _desired_after(db: Database, credential: str, after: int) -> Desired | None:
         host = hosts.authenticate(session, credential)
         if host.desired_revision <= after:
             return None
-        return vms.desired(session, host)
+        return for_host(session, host)
 
 
 @router.get("/desired")
