@@ -343,7 +343,7 @@ nic_networks() {
 # network is: auto (SLAAC), manual (an address set here), none (its link-local
 # address only) or unknown (no network_data.json, or no link for its MAC: SLAAC).
 configure_nic() {
-    local link=$1 what address prefix gateway told="" via="" sources="" table
+    local link=$1 what address prefix gateway told="" via="" sources="" on_link="" table
     local conf="/proc/sys/net/ipv6/conf/$link"
     kind=unknown
     if [ -s "$NUBIS_RUN/network_data.json" ]; then
@@ -360,7 +360,9 @@ configure_nic() {
             ;;
         ipv6_slaac)
             kind=auto
+            [ "$prefix" != - ] || prefix=64
             sources="$sources $address"
+            on_link="$on_link $address/$prefix"
             [ "$gateway" = - ] || via="$gateway"
             ;;
         ipv6)
@@ -368,6 +370,7 @@ configure_nic() {
             [ "$prefix" != - ] || prefix=64
             told="$told $address/$prefix"
             sources="$sources $address"
+            on_link="$on_link $address/$prefix"
             [ "$gateway" = - ] || via="$gateway"
             ;;
         esac
@@ -385,6 +388,11 @@ configure_nic() {
         # Packets from this NIC's address leave through it (its guard drops them on any
         # other NIC); everything else keeps the host network's default route.
         table=$(( @ROUTE_TABLE_BASE@ + $(cat "/sys/class/net/$link/ifindex") ))
+        # The network's own /64 first: its neighbours are reached directly, and the
+        # gateway is found in it even before SLAAC has made the main table's route.
+        for prefix in $on_link; do
+            ip -6 route replace "$prefix" dev "$link" table "$table"
+        done
         ip -6 route replace default via "$via" dev "$link" table "$table"
         for address in $sources; do
             [ "$address" = - ] || ip -6 rule add from "$address" table "$table"
