@@ -72,18 +72,24 @@ def add_key(cloud: Cloud, who: str = "user") -> None:
     checked(cloud.cli("ssh-key", "add", "laptop", f"{key}.pub", operator=who == "operator"))
 
 
-def create(cloud: Cloud, name: str, *extra: str, operator: bool = False) -> dict[str, Any]:
+def create(
+    cloud: Cloud, name: str, *extra: str, image: str = IMAGE, operator: bool = False
+) -> dict[str, Any]:
     vm: dict[str, Any] = cloud.cli_json(
-        "vm", "create", name, "--image", IMAGE, "--cores", "1", "--memory", "256M", *extra,
+        "vm", "create", name, "--image", image, "--cores", "1", "--memory", "256M", *extra,
         operator=operator,
     )  # fmt: skip
     return vm
 
 
-def create_together(cloud: Cloud, names: tuple[str, ...], *extra: str) -> list[dict[str, Any]]:
+def create_together(
+    cloud: Cloud, names: tuple[str, ...], *extra: str, image: str = IMAGE
+) -> list[dict[str, Any]]:
     """VMs created at once, each with --wait (each CLI run costs a Python start-up)."""
     with ThreadPoolExecutor(len(names)) as pool:
-        return list(pool.map(lambda name: create(cloud, name, "--wait", *extra), names))
+        return list(
+            pool.map(lambda name: create(cloud, name, "--wait", *extra, image=image), names)
+        )
 
 
 def vms(cloud: Cloud, *, operator: bool = False) -> dict[str, dict[str, Any]]:
