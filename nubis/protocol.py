@@ -164,6 +164,19 @@ class Network(_Wire):
     """The network's firewall rules, for each NIC in it."""
 
 
+PROBE_PORT = 4791
+"""The UDP port on which every agent answers its peers' probes, on its underlay address."""
+
+
+class Peer(_Wire):
+    """A host of the same location that this host watches (probes over the underlay)."""
+
+    host: str
+    """The peer's public host id."""
+    address: str
+    """Its underlay address."""
+
+
 class Desired(_Wire):
     revision: int = Field(ge=0)
     """Grows with every change; the agent long-polls for a revision past the one it has."""
@@ -171,6 +184,13 @@ class Desired(_Wire):
     networks: list[Network] = Field(default_factory=list)
     """The project networks this host's VMs have NICs in."""
     vms: list[VmSpec]
+    peers: list[Peer] = Field(default_factory=list)
+    """The hosts this host watches; each host is watched by several others."""
+    fence_seconds: float | None = Field(default=None, gt=0)
+    """Self-fencing: after this long without reaching the control plane AND without
+    reaching a majority of `peers`, the agent stops every VM it runs (and starts none
+    until it reached the control plane again). Shorter than the control plane's wait
+    before it declares the host dead. None (or no peers): never."""
 
 
 # Observed state: what the agent sees, reported after each pass and with heartbeats.
@@ -199,9 +219,21 @@ class VmObserved(_Wire):
     when the console grew since the last report; None: unchanged."""
 
 
+class PeerSeen(_Wire):
+    host: str
+    silent_seconds: float = Field(ge=0)
+    """Since the peer last answered a probe (since the agent began watching it, if it
+    never did)."""
+
+
 class Status(_Wire):
     revision: int = Field(ge=0)
     """The desired revision this describes the host converged to."""
     vms: list[VmObserved]
     removed: list[str] = Field(default_factory=list)
     """What the agent found that no desired state named, and removed (e.g. `tap ntx`)."""
+    peers: list[PeerSeen] = Field(default_factory=list)
+    """What the agent sees of the peers it watches."""
+    fenced: bool = False
+    """Whether the agent fenced itself (stopped its VMs) since it last reached the
+    control plane."""
