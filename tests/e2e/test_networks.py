@@ -366,7 +366,7 @@ def test_a_nic_is_attached_to_and_detached_from_a_running_vm(cloud: Cloud) -> No
     _wait_pings(cloud, "a1", made["gateway"])
     host = _host(cloud, "a1")
     tap = _tap_of(vm["id"], nic["number"])
-    assert tap in host.links()
+    assert {tap, f"nb{made['id'][-12:]}", f"nx{made['id'][-12:]}"} <= set(host.links())
 
     checked(cloud.cli("vm", "nic", "rm", "a1", "extra"))
     wait_until(
@@ -375,6 +375,8 @@ def test_a_nic_is_attached_to_and_detached_from_a_running_vm(cloud: Cloud) -> No
         SETTLE_SECONDS,
     )
     wait_until("its tap is gone from the host", lambda: tap not in host.links(), SETTLE_SECONDS)
+    # a1 was the network's only VM: its bridge and VXLAN device went with the NIC.
+    assert not {f"nb{made['id'][-12:]}", f"nx{made['id'][-12:]}"} & set(host.links())
     checked(cloud.cli("network", "delete", "extra", "--yes"))
 
 
