@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,15 +60,18 @@ class Reconciler:
         stop_timeout: float = process.STOP_TIMEOUT,
         sandbox: bool = True,
         underlay_address: str | None = None,
+        may_start: Callable[[], bool] = lambda: True,
     ) -> None:
         """`underlay_address` is the host's address that project networks' VXLAN
-        devices speak from."""
+        devices speak from. `may_start` is asked right before each VM is started: a
+        host that fenced itself starts none (see `fence.Gate`)."""
         self.vms_root = Path(os.path.abspath(state_dir / "vms"))
         self.net_dir = Path(os.path.abspath(state_dir / "net"))
         self.images = images
         self.acceleration = acceleration
         self.stop_timeout = stop_timeout
         self.sandbox = sandbox
+        self.may_start = may_start
         self.networks = Networks(self.net_dir, underlay_address)
         self._metadata: MetadataService | None = None
         self._served: dict[int, VmSpec] = {}
@@ -88,6 +92,9 @@ class Reconciler:
 
     def converge(self, desired: Desired) -> Status:
         wanted = {vm.id: vm for vm in desired.vms}
+        # Before anything else, in every pass (the first after a restart or a fence
+        # too): a VM that is no longer this host's may run elsewhere by now. A removal
+        # that fails ends the pass here, before any VM is started.
         removed = self._remove_vms(wanted)
         self._busy = False
         try:
@@ -163,6 +170,11 @@ class Reconciler:
         running = process.pid(paths) is not None
         if spec.running:
             stopping.unlink(missing_ok=True)
+            if not running and not self.may_start():
+                # On its way, as far as the control plane is concerned: `stopped` would
+                # tell it the VM came up stopped.
+                self._busy = True
+                return VmState.PREPARING
             if not running:
                 process.start(spec, paths, self.acceleration, sandbox=self.sandbox)
                 _write_reboots(paths, spec.reboots)

@@ -4,6 +4,12 @@ state, converge the host to it and report what it sees, until stopped.
 The status report after each pass is also the host's heartbeat: a pass runs at least
 every `interval` seconds, changed or not. A control plane that does not answer is
 retried forever: an outage of the control plane must never stop anything on the host.
+
+Beside the loop, the `Watchdog` (its own thread) probes the peers and fences the host
+when it reaches neither the control plane nor half of its peers (see `fence`). The
+agent starts no VM until its `Gate` opens: once a status POST went through and the
+GET right after it fetched the desired state, both when the agent starts and after a
+fence.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from nubis.agent.fence import Watchdog
 from nubis.agent.image_cache import ImageCache
 from nubis.agent.qemu import process
 from nubis.agent.reconciler import Reconciler
@@ -47,16 +54,21 @@ class Agent:
         join_token: str | None = None,
         interval: float = 2.0,
         stop_timeout: float = process.STOP_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         """`describe` says what this host is; it is called once `run` starts, since
-        finding the acceleration may take a while (a probe guest boots)."""
+        finding the acceleration may take a while (a probe guest boots). `transport`:
+        how calls reach the control plane (default: HTTP)."""
         self.api_url = api_url.rstrip("/")
         self.state_dir = state_dir
         self.describe = describe
         self.join_token = join_token
         self.interval = interval
+        self.retry_seconds = RETRY_SECONDS
         self.stop_timeout = stop_timeout
-        self._http = httpx.Client(base_url=self.api_url, timeout=TIMEOUT_SECONDS)
+        self._http = httpx.Client(
+            base_url=self.api_url, timeout=TIMEOUT_SECONDS, transport=transport
+        )
         self._credential = ""
 
     @property
@@ -103,36 +115,72 @@ class Agent:
             return
         self._credential = registered.credential
         images = ImageCache(self.state_dir / "images", self._image_chunks)
+        watchdog = Watchdog(
+            Path(os.path.abspath(self.state_dir / "vms")),
+            report.underlay_address,
+            state_dir=self.state_dir,
+        )
         reconciler = Reconciler(
             self.state_dir,
             images,
             report.acceleration,
             stop_timeout=self.stop_timeout,
             underlay_address=report.underlay_address,
+            may_start=watchdog.gate.may_start,
         )
-        desired: Desired | None = None
+        watchdog.start()
         try:
-            while not stop.is_set():
-                try:
-                    wait = BUSY_WAIT_SECONDS if reconciler.busy else self.interval
-                    fresh = self._desired(desired.revision if desired else -1, wait)
-                    desired = fresh or desired
-                    if desired is None:
-                        continue
-                    self._report(reconciler.converge(desired))
-                    reconciler.delivered()
-                except httpx.TransportError as error:
-                    log.warning("cannot reach %s: %s", self.api_url, error)
-                    stop.wait(RETRY_SECONDS)
-                except _Refused as error:
-                    log.warning("%s", error)
-                    stop.wait(RETRY_SECONDS)
-                except Exception:
-                    log.exception("the pass failed; trying again")
-                    stop.wait(RETRY_SECONDS)
+            self.converge_until(stop, reconciler, watchdog)
         finally:
+            watchdog.stop()
             reconciler.close()
             self._http.close()
+
+    def converge_until(
+        self, stop: threading.Event, reconciler: Reconciler, watchdog: Watchdog
+    ) -> None:
+        """Long-poll, converge and report until `stop`; a VM starts only once the
+        watchdog's gate is open (see `fence.Gate`)."""
+        gate = watchdog.gate
+        desired: Desired | None = None
+        while not stop.is_set():
+            try:
+                # The gate opens with the GET right after a POST, with no fence since
+                # either began.
+                epoch = gate.epoch
+                soon = reconciler.busy or not gate.may_start()
+                fresh = self._desired(
+                    desired.revision if desired else -1,
+                    BUSY_WAIT_SECONDS if soon else self.interval,
+                )
+                gate.fetched(epoch)
+                desired = fresh or desired
+                if desired is None:
+                    continue
+                watchdog.watch(desired.peers, desired.fence_seconds)
+                epoch = gate.epoch
+                status = reconciler.converge(desired).model_copy(
+                    update={"peers": watchdog.seen(), "fenced": gate.fenced}
+                )
+                # Only a status the control plane took is a heartbeat: a host whose
+                # GETs work and POSTs fail is silent to it, and must fence in time.
+                began = watchdog.now()
+                self._report(status)
+                watchdog.reached(began)
+                gate.posted(epoch)
+                reconciler.delivered()
+            except httpx.TransportError as error:
+                log.warning("cannot reach %s: %s", self.api_url, error)
+                gate.failed()
+                stop.wait(self.retry_seconds)
+            except _Refused as error:
+                log.warning("%s", error)
+                gate.failed()
+                stop.wait(self.retry_seconds)
+            except Exception:
+                log.exception("the pass failed; trying again")
+                gate.failed()
+                stop.wait(self.retry_seconds)
 
     @property
     def _headers(self) -> dict[str, str]:
