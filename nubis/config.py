@@ -13,6 +13,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+FENCE_ACT_SECONDS = 3.0
+"""How long an agent may take, once its fence time ran out, to have stopped every VM:
+its check interval and the kill of each QEMU process."""
+
 
 def default_data_dir() -> Path:
     """`/var/lib/nubis` for root, else the user's XDG data home."""
@@ -42,10 +46,15 @@ class EngineSettings(BaseSettings):
 class Settings(EngineSettings):
     """Everything a nubis process reads from its environment."""
 
-    host_unreachable_seconds: float = Field(default=10.0, gt=0)
-    """A host without a heartbeat for this long is `unreachable` (an alert)."""
-    host_dead_seconds: float = Field(default=30.0, gt=0)
-    """A host without a heartbeat for this long is `dead`."""
+    host_unreachable_seconds: float = Field(default=5.0, gt=0)
+    """A host without a heartbeat for this long is `unreachable` (an alert). Also how
+    fresh a host's report of its peers must be to count (see docs/hosts.md)."""
+    host_fence_seconds: float = Field(default=10.0, gt=0)
+    """An agent that reached neither the control plane nor a majority of its peers for
+    this long stops its VMs (self-fencing)."""
+    host_dead_seconds: float = Field(default=20.0, gt=0)
+    """A host without a heartbeat for this long, that its peers confirm silent as long,
+    is `dead` and its VMs are recreated elsewhere."""
 
     image_max_bytes: int = Field(default=64 * 1024**3, gt=0)
     """The largest image file an upload may send."""
@@ -71,6 +80,15 @@ class Settings(EngineSettings):
     def _default_database(self) -> Settings:
         if self.host_dead_seconds <= self.host_unreachable_seconds:
             raise ValueError("NUBIS_HOST_DEAD_SECONDS must be longer than ..._UNREACHABLE_SECONDS")
+        # A fenced host must have stopped its VMs before they start elsewhere; the
+        # peers' reports that confirm a death may be one unreachable window old.
+        fenced_by = self.host_fence_seconds + self.host_unreachable_seconds + FENCE_ACT_SECONDS
+        if fenced_by > self.host_dead_seconds:
+            raise ValueError(
+                "NUBIS_HOST_DEAD_SECONDS must be at least NUBIS_HOST_FENCE_SECONDS + "
+                f"NUBIS_HOST_UNREACHABLE_SECONDS + {FENCE_ACT_SECONDS:g} s "
+                f"({fenced_by:g} s): a dead host's VMs must have stopped before they move"
+            )
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'nubis.db'}"
         return self

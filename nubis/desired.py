@@ -1,6 +1,7 @@
 """What a host should run (its desired state): its VM network, its VMs and the project
-networks they have NICs in, with their remotes and firewall rules, as the wire types
-the agent reads. A fixed number of queries, however many VMs and networks there are."""
+networks they have NICs in, with their remotes and firewall rules, and the peers it
+watches, as the wire types the agent reads. A fixed number of queries, however many
+VMs and networks there are."""
 
 from __future__ import annotations
 
@@ -9,33 +10,50 @@ from uuid import UUID
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from nubis import hosts, networks
+from nubis import hosts, networks, peers
 from nubis.ids import Kind, format_id
 from nubis.ipam import subnets
-from nubis.models import FirewallRule, Flooding, Host, Image, Location, Network, Nic, Subnet, Vm
+from nubis.models import (
+    FirewallRule,
+    Flooding,
+    Health,
+    Host,
+    Image,
+    Location,
+    Network,
+    Nic,
+    Subnet,
+    Vm,
+)
 from nubis.protocol import NETWORK_MTU, Desired, HostNetwork, ImageRef, Ipam, VmSpec
 from nubis.protocol import FirewallRule as WireRule
 from nubis.protocol import Network as WireNetwork
 from nubis.protocol import Nic as WireNic
-from nubis.vms import BRIDGE, GONE_LABELS, nics_of
+from nubis.vms import BRIDGE, OFF_LABELS, nics_of
 
 
-def for_host(session: Session, host: Host) -> Desired:
-    """What `host` should run: its VM network, every VM on it not being deleted, and the
-    project networks those VMs have NICs in. A fixed number of queries, however many
-    VMs and networks there are."""
+def for_host(session: Session, host: Host, *, fence_seconds: float) -> Desired:
+    """What `host` should run: its VM network, every VM on it not being deleted or moved
+    away, the project networks those VMs have NICs in, and its peers. A dead host runs
+    nothing: should it come back, it stops whatever it ran. A fixed number of queries,
+    however many VMs and networks there are."""
     prefix = hosts.vm_subnet(session, host)
-    rows = session.execute(
-        select(Vm, Image)
-        .join(Image, Image.id == Vm.image_id)
-        .where(Vm.host_id == host.id, Vm.label.not_in(GONE_LABELS))
-        .order_by(Vm.id)
-    ).all()
+    rows = (
+        []
+        if host.health == Health.DEAD
+        else session.execute(
+            select(Vm, Image)
+            .join(Image, Image.id == Vm.image_id)
+            .where(Vm.host_id == host.id, Vm.label.not_in(OFF_LABELS))
+            .order_by(Vm.id)
+        ).all()
+    )
     vm_ids = [vm.id for vm, _ in rows]
     nics = nics_of(session, vm_ids)
     network_ids = sorted({n.network_id for ns in nics.values() for n in ns if n.network_id})
     found = _networks(session, host, network_ids)
     rules = _rules(session, network_ids, vm_ids)
+    watched = peers.peers_of(session, host)
     return Desired(
         revision=host.desired_revision,
         network=HostNetwork(bridge=BRIDGE, prefix=prefix, gateway=subnets.gateway(prefix)),
@@ -45,6 +63,8 @@ def for_host(session: Session, host: Host) -> Desired:
         vms=[
             _spec(vm, image, nics.get(vm.id, []), found, rules.get(vm.id, [])) for vm, image in rows
         ],
+        peers=watched,
+        fence_seconds=fence_seconds if watched else None,
     )
 
 
@@ -63,7 +83,7 @@ def _networks(session: Session, host: Host, network_ids: list[UUID]) -> dict[UUI
             .where(
                 Nic.network_id.in_(network_ids),
                 Vm.host_id != host.id,
-                Vm.label.not_in(GONE_LABELS),
+                Vm.label.not_in(OFF_LABELS),
             )
             .distinct()
         )

@@ -1,6 +1,8 @@
 """Hosts: joining with a one-time token, heartbeats, allocation states, removal.
 
-Every change to a host is written to its event log in the same transaction.
+Every change to a host is written to its event log in the same transaction. A join
+or a removal changes who watches whom in the location (`peers.py`): the hosts whose
+peers change are told (their desired revision grows).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from uuid import UUID
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from nubis import peers
 from nubis.clock import now
 from nubis.config import Settings
 from nubis.engine import strand
@@ -29,6 +32,7 @@ from nubis.models import (
     JoinToken,
     Location,
     Subnet,
+    Vm,
 )
 from nubis.names import check_name, ref_clause
 from nubis.protocol import HostReport
@@ -101,6 +105,7 @@ def register(
     except ValueError:
         raise InvalidInput(f"{report.underlay_address!r} is not an address") from None
     credential = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+    before = peers.location_ring(session, token.location_id)
     host = Host(
         location_id=token.location_id,
         name=report.name,
@@ -130,9 +135,11 @@ def register(
         {
             "host": str(host.id),
             "unreachable": settings.host_unreachable_seconds,
+            "fence": settings.host_fence_seconds,
             "dead": settings.host_dead_seconds,
         },
     )
+    _touch_peers(session, before, peers.location_ring(session, location.id))
     record(
         session,
         host.id,
@@ -141,7 +148,21 @@ def register(
         f"huge pages, {report.disk_bytes} bytes of disk, {report.arch}, {report.acceleration}, "
         f"underlay {underlay}, VM network {subnets.subnet(location.prefix, number)}",
     )
+    from nubis.vms import wake_waiting  # noqa: PLC0415 (vms imports this module)
+
+    wake_waiting(session, location.id)
     return host, credential
+
+
+def _touch_peers(
+    session: Session,
+    before: dict[UUID, tuple[UUID, ...]],
+    after: dict[UUID, tuple[UUID, ...]],
+) -> None:
+    """Raise the desired revision of each host whose peers changed."""
+    for host_id in peers.changed(before, after):
+        host = session.get_one(Host, host_id, with_for_update=True)
+        host.desired_revision += 1
 
 
 def vm_subnet(session: Session, host: Host) -> str:
@@ -183,6 +204,10 @@ def set_allocation_state(session: Session, host: Host, state: AllocationState, w
         return False
     record(session, host.id, "allocation_state", f"{host.allocation_state} -> {state}: {why}")
     host.allocation_state = state
+    if state == AllocationState.ACCEPTING:
+        from nubis.vms import wake_waiting  # noqa: PLC0415 (vms imports this module)
+
+        wake_waiting(session, host.location_id)
     return True
 
 
@@ -215,6 +240,15 @@ def remove(session: Session, host: Host) -> None:
         raise Conflict(
             f"host {host.name} still holds {held} placement(s); drain it and move them first"
         )
+    stranded = session.scalar(select(func.count()).select_from(Vm).where(Vm.host_id == host.id))
+    if stranded:
+        raise Conflict(
+            f"host {host.name} still has {stranded} VM(s) (--no-ha, stopped with it): "
+            "delete them, or start them so they are placed elsewhere"
+        )
+    before = peers.location_ring(session, host.location_id)
     if host.monitor_id is not None:
         strand.incr(session, host.monitor_id, "remove")
     session.delete(host)
+    session.flush()
+    _touch_peers(session, before, peers.location_ring(session, host.location_id))

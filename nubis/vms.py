@@ -24,6 +24,7 @@ from nubis.models import (
     Network,
     Nic,
     Vm,
+    VmEvent,
 )
 from nubis.names import check_name, ref_clause
 from nubis.protocol import Status
@@ -33,6 +34,13 @@ from nubis.scheduling.weigher import Policy
 
 GONE_LABELS = frozenset({"destroy", "wait_gone"})
 """The labels of a VM being deleted: it is no longer in its host's desired state."""
+LEAVING_LABELS = frozenset({"leave", "wait_left"})
+"""The labels of a VM moving off a host that lives: its host stops it first."""
+OFF_LABELS = GONE_LABELS | LEAVING_LABELS | {"stranded"}
+"""The labels of a VM its host must not run: being deleted, moving away, or left
+stopped with its dead host (`--no-ha`)."""
+WAITING_LABEL = "evacuate"
+"""The label of a VM that has no host and is being placed (or waits for capacity)."""
 BRIDGE = "nbvm"
 """The bridge of every host's own VM network."""
 MOST_NIC_NUMBER = 15
@@ -55,6 +63,8 @@ class Order:
     group: str | None
     networks: list[Network] = field(default_factory=list)
     """Project networks to give the VM a NIC in (NICs 1, 2, … in this order)."""
+    ha: bool = True
+    """Recreate it on another host when its host dies."""
 
 
 def tap_name(vm_id: UUID, number: int) -> str:
@@ -113,18 +123,12 @@ def create(session: Session, order: Order, policy: Policy) -> Vm:
         ssh_keys=order.ssh_keys,
         user_data=order.user_data,
         affinity_group=order.group,
+        ha=order.ha,
         label="wait_up",
     )
     session.add(vm)
     session.flush()
-    request = Request(
-        location_id=order.location_id,
-        cores=order.cores,
-        memory_bytes=order.memory_bytes,
-        disk_bytes=order.disk_bytes,
-        group=f"{order.project_id}/{order.group}" if order.group else None,
-    )
-    placement = place(session, request, format_id(Kind.VM, vm.id), policy)
+    placement = place(session, _request(vm), format_id(Kind.VM, vm.id), policy)
     host = session.get_one(Host, placement.host_id)
     vm.host_id = host.id
     mac = stable_mac(format_id(Kind.VM, vm.id), 0)
@@ -137,7 +141,55 @@ def create(session: Session, order: Order, policy: Policy) -> Vm:
     vm.strand_id = strand.start(session, VmNexus, {"vm": str(vm.id)})
     session.flush()
     touch_networks(session, [n.id for n in order.networks], also=host.id)
+    note(session, vm.id, "placed", f"created on host {host.name}")
     return vm
+
+
+def _request(vm: Vm) -> Request:
+    """What placing `vm` asks for: its size, location and anti-affinity group."""
+    return Request(
+        location_id=vm.location_id,
+        cores=vm.cores,
+        memory_bytes=vm.memory_bytes,
+        disk_bytes=vm.disk_bytes,
+        group=f"{vm.project_id}/{vm.affinity_group}" if vm.affinity_group else None,
+    )
+
+
+def place_again(session: Session, vm: Vm, policy: Policy = Policy.SPREAD) -> Host:
+    """Place a VM (locked) that has no host, as a new VM would be (its old host is
+    excluded: it is dead or draining), keeping its id, name, MACs, keys, user-data and
+    project network addresses; NIC 0 takes the new host's /64. NoCapacity if nothing
+    fits (nothing is kept)."""
+    placement = place(session, _request(vm), format_id(Kind.VM, vm.id), policy)
+    host = session.get_one(Host, placement.host_id)
+    vm.host_id = host.id
+    nic = session.scalars(select(Nic).where(Nic.vm_id == vm.id, Nic.number == 0)).one()
+    nic.address = eui64_address(hosts.vm_subnet(session, host), nic.mac)
+    # A new machine from the image: nothing of the old one's reported state holds.
+    vm.observed, vm.observed_detail = None, ""
+    vm.reboots = vm.observed_reboots = 0
+    vm.waiting = None
+    touch_networks(session, network_ids_of(session, vm.id), also=host.id)
+    return host
+
+
+def note(session: Session, vm_id: UUID, kind: str, detail: str) -> None:
+    """Write to the VM's event log."""
+    session.add(VmEvent(vm_id=vm_id, kind=kind, detail=detail))
+
+
+def wake_waiting(session: Session, location_id: UUID) -> None:
+    """Capacity may have appeared in the location: VMs waiting for it look again now."""
+    for strand_id in session.scalars(
+        select(Vm.strand_id).where(
+            Vm.location_id == location_id,
+            Vm.label == WAITING_LABEL,
+            Vm.waiting.is_not(None),
+        )
+    ):
+        if strand_id is not None:
+            strand.incr(session, strand_id, "capacity")
 
 
 def _nic(session: Session, vm: Vm, network: Network, number: int) -> Nic:
@@ -284,7 +336,8 @@ def observe(session: Session, host: Host, status: Status) -> None:
         vm.observed, vm.observed_reboots, vm.observed_detail = state, reboots, detail
         if report is not None and report.console is not None:
             vm.console = report.console
-        if (changed or vm.label == "wait_gone") and vm.strand_id is not None:
+        waits = vm.label in ("wait_gone", "wait_left")
+        if (changed or waits) and vm.strand_id is not None:
             strand.incr(session, vm.strand_id, "observed")
 
 
@@ -292,6 +345,12 @@ def display_state(vm: Vm) -> str:
     """The one word people see."""
     if vm.label in GONE_LABELS:
         return "deleting"
+    if vm.label == "stranded":
+        return "stopped"
+    if vm.label == WAITING_LABEL:
+        return "waiting for capacity" if vm.waiting else "moving"
+    if vm.label in LEAVING_LABELS:
+        return "moving"
     if vm.observed is None or vm.observed == "preparing":
         return "creating" if vm.label == "wait_up" else "starting"
     if vm.observed == "error":

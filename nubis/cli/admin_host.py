@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
-from nubis import hosts, networks
+from nubis import evacuation, hosts, networks
 from nubis.cli.output import JsonOption, console, fail, listing, show
 from nubis.cli.store import database
 from nubis.ids import Kind, format_id
@@ -161,6 +161,17 @@ def host_undrain(host: str) -> None:
 def host_maintenance(host: str) -> None:
     """Take the host out of service for maintenance (no new VMs); `undrain` brings it back."""
     _set_state(host, AllocationState.MAINTENANCE, "put in maintenance by an operator")
+
+
+@host_app.command("evacuate")
+def host_evacuate(host: str) -> None:
+    """Empty the host for maintenance: it takes no new VMs, and each of its VMs is
+    stopped there, then recreated on another host (`show` has each step)."""
+    with database() as db, db.transaction() as session:
+        found = hosts.find(session, host, lock=True)
+        moving = evacuation.evacuate(session, found)
+        state = found.allocation_state
+    console.print(f"Evacuating {host} ({state}): {moving} VM(s) move to other hosts.")
 
 
 @host_app.command("overcommit")

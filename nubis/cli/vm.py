@@ -149,6 +149,13 @@ def vm_create(
             "--network", help="A project network to give it a NIC in; repeatable (NICs 1, 2, …)."
         ),
     ] = None,
+    no_ha: Annotated[
+        bool,
+        typer.Option(
+            "--no-ha",
+            help="Do not recreate it on another host when its host dies: it stays stopped.",
+        ),
+    ] = False,
     wait: WaitOption = False,
     timeout: TimeoutOption = DEFAULT_TIMEOUT_SECONDS,
     project: ProjectOption = None,
@@ -169,6 +176,8 @@ def vm_create(
     body |= {field: value for field, value in optional.items() if value is not None}
     if network:
         body["networks"] = network
+    if no_ha:
+        body["ha"] = False
     if ssh_key:
         body["ssh_keys"] = _public_keys(client, where, ssh_key)
     if user_data is not None:
@@ -229,10 +238,27 @@ def vm_show(
         "disk": _size(vm["disk_bytes"]),
         "image": vm["image"],
         "host": vm["host"],
+        "ha": vm["ha"],
         "created_at": vm["created_at"],
     }
     show(fields, as_json=False)
     table(NIC_COLUMNS, nic_rows(vm))
+
+
+@vm_app.command("events")
+def vm_events(
+    name: Annotated[str, typer.Argument(help="Name or id.")],
+    project: ProjectOption = None,
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
+) -> None:
+    """The VM's event log: where it was placed, its moves, its waits for capacity."""
+    client, chosen = signed_in(profile)
+    found = client.every(f"{_vms(project_of(chosen, project))}/{part(name)}/events")
+    if as_json:
+        emit_json(found)
+        return
+    table(["at", "kind", "detail"], [[e["at"], e["kind"], e["detail"]] for e in found])
 
 
 # --- changing ------------------------------------------------------------------------

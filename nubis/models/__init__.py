@@ -20,11 +20,12 @@ from nubis.models.compute import (
     HostEvent,
     JoinToken,
     Location,
+    Plane,
 )
 from nubis.models.engine import Semaphore, Strand, StrandStatus
 from nubis.models.image import Image, ImageState
 from nubis.models.network import FirewallRule, Network
-from nubis.models.vm import Nic, Subnet, Vm
+from nubis.models.vm import Nic, Subnet, Vm, VmEvent
 
 __all__ = [
     "Allocation",
@@ -45,6 +46,7 @@ __all__ = [
     "Membership",
     "Network",
     "Nic",
+    "Plane",
     "Project",
     "Role",
     "Semaphore",
@@ -54,4 +56,5 @@ __all__ = [
     "Subnet",
     "User",
     "Vm",
+    "VmEvent",
 ]

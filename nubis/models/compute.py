@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nubis.clock import now
@@ -87,6 +88,13 @@ class Host(Base):
     """Grows with every change of what the host should run."""
     observed_revision: Mapped[int] = mapped_column(default=0, server_default="0")
     """The desired revision the agent last reported it converged to."""
+    peer_silence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """What the agent last reported of the peers it watches: seconds since each (by
+    public host id) last answered a probe."""
+    peers_reported_at: Mapped[datetime | None]
+    """When the control plane received `peer_silence`."""
+    fenced: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Whether the agent's last report said it had fenced itself."""
     created_at: Mapped[datetime] = mapped_column(default=now)
 
     __table_args__ = (
@@ -167,3 +175,17 @@ class HostEvent(Base):
     at: Mapped[datetime] = mapped_column(default=now)
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text)
+
+
+class Plane(Base):
+    """The control plane's own health, one row: since when it has been hearing from
+    hosts without a gap. No host is declared dead until it has heard for a whole dead
+    window, so an outage of the API (or of the database) is never taken for the hosts'."""
+
+    __tablename__ = "plane"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    receiving_since: Mapped[datetime | None]
+    """The first status after the last gap."""
+    last_status_at: Mapped[datetime | None]
+    """The last status from any host (written at most about once a second)."""

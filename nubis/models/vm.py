@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    String,
+    Text,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nubis.clock import now
@@ -39,6 +48,11 @@ class Vm(Base):
     observed_reboots: Mapped[int] = mapped_column(default=0)
     observed_detail: Mapped[str] = mapped_column(Text, default="")
     failure: Mapped[str | None] = mapped_column(Text)
+    ha: Mapped[bool] = mapped_column(default=True, server_default=true())
+    """Whether the VM is recreated on another host when its host dies (else it stays
+    stopped with its dead host)."""
+    waiting: Mapped[str | None] = mapped_column(Text)
+    """Why a VM that must move fits on no host now; None once placed."""
     console: Mapped[str | None] = mapped_column(Text)
     """The serial console's last bytes, as the agent last sent them."""
     created_at: Mapped[datetime] = mapped_column(default=now)
@@ -47,6 +61,18 @@ class Vm(Base):
         UniqueConstraint("project_id", "name", name="uq_vm_project_name"),
         CheckConstraint("cores > 0 AND memory_bytes > 0 AND disk_bytes > 0", name="vm_sizes"),
     )
+
+
+class VmEvent(Base):
+    """The VM's event log: where it was placed, moves, waits for capacity."""
+
+    __tablename__ = "vm_event"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    vm_id: Mapped[UUID] = mapped_column(ForeignKey("vm.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=now)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
 
 
 class Nic(Base):

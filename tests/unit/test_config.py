@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from nubis.config import EngineSettings, Settings, default_data_dir
+from nubis.config import FENCE_ACT_SECONDS, EngineSettings, Settings, default_data_dir
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +112,21 @@ def test_engine_settings_ignore_the_service_variables(monkeypatch: pytest.Monkey
     monkeypatch.setenv("NUBIS_API_PORT", "0")
     monkeypatch.setenv("NUBIS_IDLE_WAIT_SECONDS", "2.5")
     assert EngineSettings().idle_wait_seconds == 2.5
+
+
+def test_failover_defaults_leave_a_fenced_host_time_to_stop_its_vms() -> None:
+    settings = Settings()
+    assert (settings.host_unreachable_seconds, settings.host_fence_seconds) == (5.0, 10.0)
+    assert settings.host_dead_seconds == 20.0
+    fenced_by = settings.host_fence_seconds + settings.host_unreachable_seconds + FENCE_ACT_SECONDS
+    assert fenced_by <= settings.host_dead_seconds
+
+
+def test_a_fence_time_too_close_to_the_dead_window_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NUBIS_HOST_FENCE_SECONDS", "15")
+    with pytest.raises(ValidationError, match="NUBIS_HOST_FENCE_SECONDS"):
+        Settings()
+    monkeypatch.setenv("NUBIS_HOST_DEAD_SECONDS", "23")
+    assert Settings().host_dead_seconds == 23

@@ -1,4 +1,4 @@
-"""`/v1/admin`: operator routes for users, the audit log and locations."""
+"""`/v1/admin`: operator routes for users, the audit log, locations and hosts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis import hosts, networks
+from nubis import evacuation, hosts, networks
 from nubis.api.deps import DatabaseDep, PrincipalDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import AuditEventOut, UserCreate, UserOut, UserUpdate
+from nubis.api.schemas.host import EvacuationOut
 from nubis.api.schemas.network import LocationOut, LocationUpdate
 from nubis.auth import accounts
 from nubis.auth.authz import Action, authorize
@@ -119,4 +120,21 @@ def update_location(
             display_name=found.display_name,
             prefix=found.prefix,
             flooding=Flooding(found.flooding),
+        )
+
+
+@router.post("/hosts/{host}/evacuate", status_code=status.HTTP_202_ACCEPTED)
+def evacuate_host(host: str, db: DatabaseDep, principal: PrincipalDep) -> EvacuationOut:
+    """Empty a host for maintenance: it takes no new VMs (`draining`), and each of its VMs
+    is stopped there, then recreated on another host (never running on both). The VMs
+    show `moving`; the host's and the VMs' event logs tell each step."""
+    authorize(principal, Action.OPERATE)
+    with db.transaction() as session:
+        found = hosts.find(session, host, lock=True)
+        moving = evacuation.evacuate(session, found)
+        return EvacuationOut(
+            host=format_id(Kind.HOST, found.id),
+            name=found.name,
+            allocation_state=found.allocation_state,
+            moving=moving,
         )

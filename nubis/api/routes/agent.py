@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from nubis import hosts, vms
+from nubis import hosts, peers, vms
 from nubis.api.deps import DatabaseDep, SettingsDep
 from nubis.db import Database
 from nubis.desired import for_host
@@ -50,23 +50,27 @@ def _credential(credentials: HostCredential) -> str:
 
 
 @router.post("/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
-def heartbeat(body: Heartbeat, db: DatabaseDep, credentials: HostCredential) -> Response:
+def heartbeat(
+    body: Heartbeat, db: DatabaseDep, settings: SettingsDep, credentials: HostCredential
+) -> Response:
     with db.transaction() as session:
         hosts.heartbeat(session, hosts.authenticate(session, _credential(credentials)))
+        peers.heard(session, gap=settings.host_unreachable_seconds)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _desired_after(db: Database, credential: str, after: int) -> Desired | None:
+def _desired_after(db: Database, credential: str, after: int, fence: float) -> Desired | None:
     with db.reading() as session:
         host = hosts.authenticate(session, credential)
         if host.desired_revision <= after:
             return None
-        return for_host(session, host)
+        return for_host(session, host, fence_seconds=fence)
 
 
 @router.get("/desired")
 async def desired(
     db: DatabaseDep,
+    settings: SettingsDep,
     credentials: HostCredential,
     after: Annotated[int, Query(ge=-1)] = -1,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0,
@@ -76,7 +80,9 @@ async def desired(
     credential = _credential(credentials)
     deadline = time.monotonic() + wait
     while True:
-        found = await run_in_threadpool(_desired_after, db, credential, after)
+        found = await run_in_threadpool(
+            _desired_after, db, credential, after, settings.host_fence_seconds
+        )
         if found is not None:
             return Response(found.model_dump_json(), media_type="application/json")
         if time.monotonic() >= deadline:
@@ -85,11 +91,17 @@ async def desired(
 
 
 @router.post("/status", status_code=status.HTTP_204_NO_CONTENT)
-def report_status(body: Status, db: DatabaseDep, credentials: HostCredential) -> Response:
-    """What the host runs, after a pass over its desired state; also a heartbeat."""
+def report_status(
+    body: Status, db: DatabaseDep, settings: SettingsDep, credentials: HostCredential
+) -> Response:
+    """What the host runs and sees of its peers, after a pass over its desired state;
+    also a heartbeat."""
     with db.transaction() as session:
         host = hosts.authenticate(session, _credential(credentials))
         hosts.heartbeat(session, host)
+        if peers.take_in(host, body):
+            hosts.record(session, host.id, "fenced", "its agent stopped its VMs (self-fencing)")
+        peers.heard(session, gap=settings.host_unreachable_seconds)
         vms.observe(session, host, body)
         for what in body.removed:
             hosts.record(session, host.id, "removed", what)

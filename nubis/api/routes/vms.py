@@ -13,12 +13,12 @@ from nubis import networks, sshkey, vms
 from nubis.api.deps import DatabaseDep, PrincipalDep, SettingsDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.network import NicAdd
-from nubis.api.schemas.vm import VmCreate, VmOut
+from nubis.api.schemas.vm import VmCreate, VmEventOut, VmOut
 from nubis.auth.authz import Action, project_access
 from nubis.engine import strand
 from nubis.errors import Conflict
 from nubis.images import store
-from nubis.models import SshKey, Vm
+from nubis.models import SshKey, Vm, VmEvent
 from nubis.scheduling.weigher import Policy
 from nubis.units import parse_size
 
@@ -85,6 +85,7 @@ def create_vm(
             user_data=body.user_data,
             group=body.group,
             networks=[networks.find(session, access.project.id, ref) for ref in body.networks],
+            ha=body.ha,
         )
         vm = vms.create(session, order, Policy(settings.placement_policy))
         return _out(session, vm)
@@ -95,6 +96,32 @@ def read_vm(project: str, vm: str, db: DatabaseDep, principal: PrincipalDep) -> 
     with db.reading() as session:
         access = project_access(session, principal, project, Action.READ)
         return _out(session, vms.find(session, access.project.id, vm))
+
+
+@router.get("/{vm}/events")
+def list_vm_events(
+    project: str,
+    vm: str,
+    *,
+    db: DatabaseDep,
+    principal: PrincipalDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Page[VmEventOut]:
+    """The VM's event log, oldest first: where it was placed, its moves to other hosts
+    (its host died or was evacuated), its waits for capacity."""
+    with db.reading() as session:
+        access = project_access(session, principal, project, Action.READ)
+        found = vms.find(session, access.project.id, vm)
+        rows, next_cursor = fetch_page(
+            session,
+            select(VmEvent).where(VmEvent.vm_id == found.id),
+            VmEvent.id,
+            cursor,
+            limit,
+            key_of=lambda r: r[0].id,
+        )
+        return Page(items=[VmEventOut.of(e) for (e,) in rows], next_cursor=next_cursor)
 
 
 @router.post("/{vm}/nics", status_code=status.HTTP_202_ACCEPTED)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from nubis.api.schemas.common import Input
 from nubis.ids import Kind, format_id
-from nubis.models import Nic, Vm
+from nubis.models import Nic, Vm, VmEvent
 from nubis.names import Name
 from nubis.units import Size
 from nubis.vms import display_state
@@ -36,6 +36,9 @@ class VmCreate(Input):
     )
     """Project networks (names or ids) to give the VM a NIC in, after its host network
     NIC: NICs 1, 2, … in this order."""
+    ha: bool = True
+    """Recreate the VM on another host when its host dies; false: it stays stopped with
+    its dead host until started again."""
 
 
 class NicOut(BaseModel):
@@ -53,15 +56,19 @@ class VmOut(BaseModel):
     id: str
     name: str
     state: str
-    """For people: creating, starting, running, stopping, stopped, rebooting, deleting, failed."""
+    """For people: creating, starting, running, stopping, stopped, rebooting, deleting,
+    failed, moving (to another host), waiting for capacity (to move: no host fits)."""
     cores: int
     memory_bytes: int
     disk_bytes: int
     image: str
     host: str | None
     nics: list[NicOut]
+    ha: bool
+    """Whether it is recreated on another host when its host dies."""
     detail: str
-    """What went wrong, when the state is `failed`."""
+    """What went wrong, when the state is `failed`; why no host fits, when it is
+    `waiting for capacity`."""
     created_at: datetime
 
     @classmethod
@@ -90,6 +97,18 @@ class VmOut(BaseModel):
                 )
                 for n in nics
             ],
-            detail=vm.failure or vm.observed_detail,
+            ha=vm.ha,
+            detail=vm.failure or vm.waiting or vm.observed_detail,
             created_at=vm.created_at,
         )
+
+
+class VmEventOut(BaseModel):
+    at: datetime
+    kind: str
+    """e.g. placed, host dead, waiting, leaving, left, evacuate, started."""
+    detail: str
+
+    @classmethod
+    def of(cls, event: VmEvent) -> VmEventOut:
+        return cls(at=event.at, kind=event.kind, detail=event.detail)

@@ -32,7 +32,20 @@ class Agent:
         return desired
 
     def report(self, **states: str) -> None:
+        """Report the VMs' states (by VM id)."""
+        self.send(states)
+
+    def send(
+        self, states: dict[str, str], *, peers: dict[str, float] | None = None, fenced: bool = False
+    ) -> None:
+        """Report the VMs' states, and `peers`: seconds since each (by host id) answered."""
         vms = [{"id": vm, "state": state, "reboots": 0} for vm, state in states.items()]
-        body: dict[str, Any] = {"revision": self.revision, "vms": vms}
+        seen = [{"host": host, "silent_seconds": s} for host, s in (peers or {}).items()]
+        body: dict[str, Any] = {
+            "revision": self.revision,
+            "vms": vms,
+            "peers": seen,
+            "fenced": fenced,
+        }
         answer = self.client.post("/v1/agent/status", json=body, headers=self.auth)
         assert answer.status_code == 204, answer.text

@@ -522,6 +522,8 @@ CASES = [
              "name": "fresh", "image": w.ready, "location": w.location, "memory": "1G"})),
     Case("GET", "/v1/projects/{project}/vms/{vm}",
          (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms/{vm}")),
+    Case("GET", "/v1/projects/{project}/vms/{vm}/events",
+         (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms/{vm}/events")),
     Case("GET", "/v1/projects/{project}/vms/{vm}/console",
          (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms/{vm}/console")),
     Case("POST", "/v1/projects/{project}/vms/{vm}/start",
@@ -559,6 +561,9 @@ CASES = [
     Case("PATCH", "/v1/admin/locations/{location}",
          (401, 403, 403, 403, 403, 403, 200, 403, 403),
          _fixed("/v1/admin/locations/{location}", {"flooding": "multicast"})),
+    Case("POST", "/v1/admin/hosts/{host}/evacuate",
+         (401, 403, 403, 403, 403, 403, 202, 403, 403),
+         _fixed("/v1/admin/hosts/host-{n}/evacuate")),
     # Hosts, not people, call the agent API: no user's token opens it.
     Case("POST", "/v1/agent/register",
          (401, 401, 401, 401, 401, 401, 401, 401, 401),
