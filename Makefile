@@ -28,6 +28,7 @@ bench: deps postgres
 	$(BIN)/python bench/engine.py --quick
 	$(BIN)/python bench/scheduler.py --quick
 	$(BIN)/python bench/vm_create.py --quick
+	$(BIN)/python bench/failover.py --quick
 
 system:
 	@tools/install-system-packages
