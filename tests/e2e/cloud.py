@@ -5,6 +5,10 @@ root namespace, each host a network namespace running a real `nubis agent`.
         cloud.cli_json("project", "show")
         cloud.host("h1").kill_agent()
 
+Failures to inflict: `Host.kill_agent` (a crash), `Host.power_off` (the agent and all
+that runs on the host), `Host.cut` / `Host.reconnect` (off the underlay and back),
+`Cloud.stop_plane` / `Cloud.start_plane` (the API and the worker).
+
 The control plane (`nubis api` and one `nubis worker`, SQLite in its data dir) listens
 on the underlay bridge; each host reaches it through its veth. Leaving the `with` block
 removes everything the cloud made, whether the block ended well or not, and so does a
@@ -34,7 +38,7 @@ import httpx
 from nubis.db import Database
 from nubis.hosts import find, vm_subnet
 from tests.e2e import namespaces
-from tests.e2e.namespaces import Names, Underlay
+from tests.e2e.namespaces import UNDERLAY_LINK, Names, Underlay
 from tests.e2e.processes import (
     COMMAND_SECONDS,
     LOG_TAIL_LINES,
@@ -59,6 +63,19 @@ __all__ = ["Cloud", "CloudError", "Host"]
 LOCATION = "e2e"
 PEOPLE = ("operator", "user")
 API_START_SECONDS = 60.0
+NETNS_DIR = Path("/run/netns")
+QEMU_COMMAND = "qemu-system"
+"""How a QEMU process's name begins (`/proc/PID/comm`)."""
+GUEST = "guest="
+
+
+def guest_of(argv: list[str] | None) -> str | None:
+    """The VM id a QEMU command line runs (its `-name guest=ID`); None for another
+    process."""
+    for option, value in pairwise(argv or []):
+        if option == "-name" and value.startswith(GUEST):
+            return value.removeprefix(GUEST).split(",")[0]
+    return None
 
 
 @dataclass
@@ -111,19 +128,43 @@ class Host:
         if self.agent is not None:
             stop(self.agent, group=True)
 
+    def power_off(self) -> None:
+        """Cut the host's power: SIGKILL its agent and every process in its namespace
+        (its VMs' QEMU, radvd) at once, with no warning to any of them. Its links and
+        state dir stay, as a powered-off machine's disks and cables do."""
+        doomed = self.pids()
+        if self.agent is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.agent.pid, signal.SIGKILL)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        namespaces.kill_everything_in(self.namespace)
+        if self.agent is not None:
+            self.agent.wait(STOP_SECONDS)
+
+    def cut(self) -> None:
+        """Cut the host off the underlay, as a pulled cable: its underlay link goes down
+        inside its namespace, so it reaches neither the control plane nor its peers, and
+        they do not reach it. Everything on the host runs on. Its address stays on the
+        link (an IPv6 address is otherwise flushed when its link goes down)."""
+        keep = f"net.ipv6.conf.{UNDERLAY_LINK}.keep_addr_on_down=1"
+        namespaces.run("ip", "netns", "exec", self.namespace, "sysctl", "-q", "-w", keep)
+        namespaces.run("ip", "-n", self.namespace, "link", "set", UNDERLAY_LINK, "down")
+
+    def reconnect(self) -> None:
+        """Put a cut host back on the underlay, with its address."""
+        namespaces.run("ip", "-n", self.namespace, "link", "set", UNDERLAY_LINK, "up")
+        namespaces.run("ip", "-n", self.namespace, "addr", "replace", f"{self.address}/64",
+                       "dev", UNDERLAY_LINK, "nodad")  # fmt: skip
+
     def pids(self) -> list[int]:
         """Every process in the host's namespace."""
         return namespaces.pids_in(self.namespace)
 
     def qemu_pids(self, vm_id: str) -> list[int]:
         """The QEMU processes in the host's namespace that run VM `vm_id`."""
-        name = f"guest={vm_id}"
-        return [
-            pid
-            for pid in self.pids()
-            if (argv := command_line(pid)) is not None
-            and any(a == "-name" and b == name for a, b in pairwise(argv))
-        ]
+        return [pid for pid in self.pids() if guest_of(command_line(pid)) == vm_id]
 
     def links(self) -> list[str]:
         """The names of the links in the host's namespace."""
@@ -235,12 +276,7 @@ class Cloud:
         port = namespaces.free_port(underlay.plane_address)
         self.api_url = f"http://[{underlay.plane_address}]:{port}"
         checked(self.admin("db", "upgrade"))
-        api = daemon(
-            [*nubis_command(), "api"], self.plane_environment(), self.data_dir,
-            self.data_dir / "api.log",
-        )  # fmt: skip
-        self.processes["api"] = api
-        self.remember("api", api.pid)
+        self.start_api()
         self.start_worker()
         prefix = str(namespaces.ula_prefix(48))
         self._admin_together(
@@ -302,6 +338,36 @@ class Cloud:
         for host in self.hosts.values():
             assert host.vm_prefix is not None
             self._underlay.route(host.vm_prefix, host.number)
+
+    # -- the control plane's processes ---------------------------------------------------
+
+    def start_api(self) -> subprocess.Popen[bytes]:
+        """Start `nubis api` on the cloud's address and port; its output goes to
+        `api.log`. It answers once `wait_healthy` returns."""
+        running = self.processes.get("api")
+        if running is not None and running.poll() is None:
+            raise CloudError("the API runs already: stop it first")
+        log = self.data_dir / "api.log"
+        api = daemon([*nubis_command(), "api"], self.plane_environment(), self.data_dir, log)
+        self.processes["api"] = api
+        self.remember("api", api.pid)
+        return api
+
+    def stop_plane(self) -> None:
+        """Stop the whole control plane, the API and the worker, as an operator would
+        (SIGTERM, SIGKILL if one lingers); the hosts' agents and their VMs run on."""
+        running = [popen for popen in self.processes.values() if popen.poll() is None]
+        for popen in running:  # both at once, then wait for each
+            popen.terminate()
+        for popen in running:
+            stop(popen, group=False)
+
+    def start_plane(self) -> None:
+        """Start the control plane again on the same address and port: the API, and
+        once it answers, the worker."""
+        self.start_api()
+        self._wait_healthy()
+        self.start_worker()
 
     # -- the worker --------------------------------------------------------------------
 
@@ -481,6 +547,39 @@ class Cloud:
         ]
         for popen in started:
             checked(end(popen, self._password + "\n"))
+
+    def qemu_processes(self) -> dict[str, list[tuple[str, int]]]:
+        """Every QEMU that runs a VM on one of the cloud's hosts, by VM id: the host's
+        name and the pid of each. One pass over /proc (a process's network namespace
+        says its host), cheap enough to repeat every fraction of a second.
+
+        A QEMU that daemonizes forks twice, and the first process waits, with the same
+        command line, until the last one has started the VM; it runs no VM and is not
+        counted. It is the one still in its agent's session: the VM's QEMU is in a
+        session of its own."""
+        hosts: dict[tuple[int, int], str] = {}
+        for host in self.hosts.values():
+            with contextlib.suppress(OSError):
+                found = os.stat(NETNS_DIR / host.namespace)
+                hosts[found.st_dev, found.st_ino] = host.name
+        agents = {host.agent.pid for host in self.hosts.values() if host.agent is not None}
+        running: dict[str, list[tuple[str, int]]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if not Path(entry.path, "comm").read_text().startswith(QEMU_COMMAND):
+                    continue
+                network = os.stat(Path(entry.path, "ns", "net"))
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            session = int(stat[stat.rindex(")") + 2 :].split()[3])
+            host_name = hosts.get((network.st_dev, network.st_ino))
+            vm_id = guest_of(command_line(int(entry.name)))
+            if host_name is not None and vm_id is not None and session not in agents:
+                running.setdefault(vm_id, []).append((host_name, int(entry.name)))
+        return running
 
     def host(self, name: str) -> Host:
         try:

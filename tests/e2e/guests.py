@@ -139,3 +139,42 @@ def ssh(cloud: Cloud, name: str, *command: str, operator: bool = False) -> str:
 def host_of(cloud: Cloud, vm: dict[str, Any]) -> Host:
     names = {row["id"]: row["name"] for row in cloud.admin_json("host", "list")}
     return cloud.host(names[vm["host"]])
+
+
+def create_on(
+    cloud: Cloud, host: Host, names: tuple[str, ...], *extra: str
+) -> list[dict[str, Any]]:
+    """VMs created at once (with --wait) on `host`: the other hosts are drained while
+    they are placed, and take VMs again afterwards."""
+    others = [other.name for other in cloud.hosts.values() if other is not host]
+
+    def each(action: str) -> None:
+        with ThreadPoolExecutor(len(others) or 1) as pool:
+            for done in pool.map(lambda name: cloud.admin("host", action, name), others):
+                checked(done)
+
+    each("drain")
+    try:
+        made = create_together(cloud, names, *extra)
+    finally:
+        each("undrain")
+    for vm in made:
+        assert host_of(cloud, vm) is host, f"{vm['name']} is not on {host.name}"
+    return made
+
+
+def events(cloud: Cloud, name: str, *, operator: bool = False) -> list[dict[str, Any]]:
+    """The VM's event log (`nubis vm events`): each with `at`, `kind` and `detail`."""
+    found: list[dict[str, Any]] = cloud.cli_json("vm", "events", name, operator=operator)
+    return found
+
+
+def forget_host_key(cloud: Cloud, vm_id: str, who: str = "user") -> None:
+    """Remove the VM's host key from the CLI's known_hosts, as its user must once the
+    VM was recreated on another host: a new disk from its image, a new host key."""
+    known_hosts = cloud.config_dir(who) / "known_hosts"
+    if known_hosts.exists():
+        subprocess.run(
+            ["ssh-keygen", "-R", vm_id, "-f", str(known_hosts)],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
