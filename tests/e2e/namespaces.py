@@ -3,8 +3,9 @@ underlay (a bridge in the root namespace, a namespace per host); and how a run f
 and removes what a killed run left.
 
 Everything of one cloud carries its suffix (4 hex digits): the directory
-`/tmp/nbe-<suffix>`, the bridge `nbe<suffix>`, the veths `nbe<suffix>hN` and the
-namespaces `nbe-<suffix>-hN`. The directory is made first and removed last; it holds
+`/tmp/nbe-<suffix>`, the bridge `e2e<suffix>`, the veths `e2e<suffix>hN` and the
+namespaces `nbe-<suffix>-hN`. No link name starts with `nb`, `nx` or `nt`: an agent in
+the root namespace (`nubis up`) owns those, and removes the ones it does not want. The directory is made first and removed last; it holds
 an `owner` file naming the process that made the cloud, and a `processes` file naming
 every process the cloud started. A suffix whose directory has no living owner is a
 leftover of a run that was killed, and the next run removes it, processes included.
@@ -32,7 +33,7 @@ from tests.e2e.processes import Process
 
 WORK_ROOT = Path("/tmp")
 NAMESPACE = re.compile(r"nbe-([0-9a-f]{4})-h\d+")
-LINK = re.compile(r"nbe([0-9a-f]{4})(h\d+)?")
+LINK = re.compile(r"e2e([0-9a-f]{4})(h\d+)?")
 WORK_DIR = re.compile(r"nbe-([0-9a-f]{4})")
 PARTIAL_DIR = re.compile(r"nbe-([0-9a-f]{4})\.\w+")
 OWNER_FILE = "owner"
@@ -126,13 +127,13 @@ class Names:
 
     @property
     def bridge(self) -> str:
-        return f"nbe{self.suffix}"
+        return f"e2e{self.suffix}"
 
     def namespace(self, host: str) -> str:
         return f"nbe-{self.suffix}-{host}"
 
     def veth(self, host: str) -> str:
-        return f"nbe{self.suffix}{host}"
+        return f"e2e{self.suffix}{host}"
 
     def namespaces(self) -> list[str]:
         return [ns for ns in namespaces() if (m := NAMESPACE.fullmatch(ns)) and m[1] == self.suffix]
