@@ -12,8 +12,9 @@ STAMP := $(VENV)/.installed
 up: deps
 	$(BIN)/nubis up
 
+# Two workers: one runs the tests that boot guests, the other the rest (tests/conftest.py).
 test: deps postgres
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 lint: deps
 	$(BIN)/ruff check nubis tests bench

@@ -28,6 +28,7 @@ TOOLS = (
 NEEDS_GUESTS = [
     requires_root,
     pytest.mark.slow,
+    pytest.mark.guests,
     pytest.mark.skipif(
         not all(shutil.which(tool) for tool in TOOLS), reason=f"needs {', '.join(TOOLS)}"
     ),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from nubis.agent.image_cache import ImageCache
 from nubis.agent.qemu.paths import VmPaths
@@ -16,9 +19,17 @@ def _no_chunks(image_id: str) -> Iterator[bytes]:
     raise AssertionError(f"no image is fetched here ({image_id})")
 
 
-def test_a_vm_that_should_run_is_not_started_while_the_gate_is_closed(tmp_path: Path) -> None:
-    images = ImageCache(tmp_path / "images", _no_chunks)
-    reconciler = Reconciler(tmp_path, images, "tcg", may_start=lambda: False)
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A state dir short enough for a VM's socket paths (a pytest worker's tmp_path may
+    not be)."""
+    with tempfile.TemporaryDirectory(prefix="nubis-") as name:
+        yield Path(name)
+
+
+def test_a_vm_that_should_run_is_not_started_while_the_gate_is_closed(state_dir: Path) -> None:
+    images = ImageCache(state_dir / "images", _no_chunks)
+    reconciler = Reconciler(state_dir, images, "tcg", may_start=lambda: False)
     try:
         spec = vm_spec(running=True)
         paths = VmPaths.of(reconciler.vms_root, spec.id)
