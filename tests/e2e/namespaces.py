@@ -5,9 +5,11 @@ and removes what a killed run left.
 Everything of one cloud carries its suffix (4 hex digits): the directory
 `/tmp/nbe-<suffix>`, the bridge `e2e<suffix>`, the veths `e2e<suffix>hN` and the
 namespaces `nbe-<suffix>-hN`. No link name starts with `nb`, `nx` or `nt`: an agent in
-the root namespace (`nubis up`) owns those, and removes the ones it does not want. The directory is made first and removed last; it holds
-an `owner` file naming the process that made the cloud, and a `processes` file naming
-every process the cloud started. A suffix whose directory has no living owner is a
+the root namespace (`nubis up`) owns those, and removes the ones it does not want.
+
+The directory is made first and removed last; it holds an `owner` file naming the
+process that made the cloud, and a `processes` file naming every process the cloud
+started. A suffix whose directory has no living owner is a
 leftover of a run that was killed, and the next run removes it, processes included.
 """
 
