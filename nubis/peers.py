@@ -3,10 +3,11 @@
 The hosts of a location form a ring in the order of their ids (the order they
 joined); each host watches the PEERS_EACH_SIDE hosts before it and after it. The
 relation is symmetric: the hosts a host watches are exactly the hosts that watch it.
-A probe is a round trip, so a link that fails in either direction silences both ends
-of it: when enough watchers cannot reach a host, that host cannot reach them either,
-and so it cannot reach a majority of its own peers, and fences itself. That is what
-lets the control plane move its VMs (see docs/hosts.md, Failure).
+A watcher reports a host silent only when nothing at all came from it, and a host
+counts a peer as reached only by answers to its own questions, which that peer heard:
+when enough watchers report a host silent, that host has not reached them either, so
+it cannot reach a majority of its own peers, and fences itself (nubis/agent/peers.py).
+That is what lets the control plane move its VMs (see docs/hosts.md, Failure).
 """
 
 from __future__ import annotations

@@ -171,11 +171,13 @@ class Watchdog:
         *,
         state_dir: Path | None = None,
         port: int = PROBE_PORT,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = lambda: time.clock_gettime(time.CLOCK_BOOTTIME),
         check_interval: float = CHECK_INTERVAL,
         probe_interval: float = PROBE_INTERVAL,
     ) -> None:
-        """`state_dir`: where the watch and the fence outlive the agent (None: nowhere)."""
+        """`state_dir`: where the watch and the fence outlive the agent (None: nowhere).
+        `clock`: seconds that also count while the machine is suspended (CLOCK_BOOTTIME):
+        a host that wakes after its fence time has not reached anyone for that long."""
         self.vms_root = vms_root
         self.address = underlay_address
         self.port = port
@@ -192,10 +194,20 @@ class Watchdog:
         self._persisted_at = -math.inf
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._responder = Responder(underlay_address, port)
+        self._responder = Responder(underlay_address, port, on_question=self._asked)
         self._answering = self._answer_failed = False
         self._prober: Prober | None = None
         self._restore()
+
+    @classmethod
+    def resumed(cls, vms_root: Path, state_dir: Path) -> Watchdog | None:
+        """The watchdog an earlier agent on this host left a watch for, on the underlay
+        address it had; None if there is none."""
+        try:
+            address = str(json.loads((state_dir / WATCH_FILE).read_text())["address"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(vms_root, address, state_dir=state_dir)
 
     # What the agent tells it
 
@@ -222,6 +234,11 @@ class Watchdog:
     def seen(self) -> list[PeerSeen]:
         with self._lock:
             return self._book.seen(self._clock())
+
+    def _asked(self, source: str) -> None:
+        """The responder answered a question from `source` (its thread)."""
+        with self._lock:
+            self._book.asked(source, self._clock())
 
     # The thread
 
@@ -270,7 +287,7 @@ class Watchdog:
                     if not self._answering:
                         self._answer()
                     with self._lock:
-                        questions = self._book.questions()
+                        questions = self._book.questions(self._clock())
                     prober.send(questions)
                     next_probe = self._clock() + self.probe_interval
                 self.check(self._clock())
@@ -319,6 +336,7 @@ class Watchdog:
         self._persisted_at = now
         with self._lock:
             data = {
+                "address": self.address,
                 "fence_seconds": self._fence_seconds,
                 "peers": [peer.model_dump() for peer in self._peers],
                 "reached_at": time.time() - (now - self._reached_at),

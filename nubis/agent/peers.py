@@ -12,6 +12,20 @@ question (no amplification), and a responder never answers an answer (two respon
 fooled into probing each other do not echo forever). A peer counts as having answered
 only with the nonce of the latest question sent to it, from its own address: a stale
 answer (to an earlier question) or a forged one does not count.
+
+Two views of one peer, kept apart:
+
+- Whether this host reaches a peer (`reachable`, for the fence) counts its answers
+  only: an answer proves both directions.
+- How long a peer has been silent (`seen`, reported to the control plane, which
+  declares a host dead when most of its watchers report it silent) counts its answers
+  and its questions: anything that proves it alive and reaching this host.
+
+So the two ends cannot disagree: an answer proves the peer reachable as of when its
+question was sent (not when the answer came), and the peer heard that question after
+it was sent. A peer that reports this host silent for `S` seconds has given this host
+no proof newer than `S` seconds, whatever failed: one direction of the link, a
+firewall, this host's responder, or a late look at the socket.
 """
 
 from __future__ import annotations
@@ -84,17 +98,26 @@ class _Watched:
     since: float
     """When this host began watching the peer."""
     answered: float | None = None
-    """When the peer last answered one of its questions."""
+    """When the peer's last answer to one of its questions came in."""
+    proved: float | None = None
+    """When the question the peer last answered was sent: it reached the peer, and the
+    answer came back, after that."""
+    sent: float | None = None
+    """When the latest question was sent."""
+    asked: float | None = None
+    """When a question of the peer's last came in."""
     nonce: bytes | None = None
     """The nonce of the latest question, until it is answered."""
 
     def silent(self, now: float) -> float:
-        return max(0.0, now - (self.since if self.answered is None else self.answered))
+        """Since it last answered or asked (since it was first watched, if never)."""
+        heard = [at for at in (self.answered, self.asked) if at is not None]
+        return max(0.0, now - max(heard, default=self.since))
 
     def reachable(self, now: float, within: float) -> bool:
-        if self.answered is None:
+        if self.proved is None:
             return now - self.since < NEW_PEER_GRACE
-        return now - self.answered <= within
+        return now - self.proved <= within
 
 
 class PeerBook:
@@ -120,13 +143,13 @@ class PeerBook:
         self._peers = kept
 
     def questions(
-        self, nonce: Callable[[], bytes] = lambda: secrets.token_bytes(NONCE_BYTES)
+        self, now: float, nonce: Callable[[], bytes] = lambda: secrets.token_bytes(NONCE_BYTES)
     ) -> list[tuple[str, bytes]]:
-        """A new question for every peer, each with a nonce of its own; an earlier
-        question left unanswered will no longer count."""
+        """A new question for every peer, each with a nonce of its own, to be sent at
+        `now`; an earlier question left unanswered will no longer count."""
         asked = []
         for address, peer in self._peers.items():
-            peer.nonce = nonce()
+            peer.nonce, peer.sent = nonce(), now
             asked.append((address, question(peer.nonce)))
         return asked
 
@@ -138,18 +161,28 @@ class PeerBook:
             return False
         if not hmac.compare_digest(nonce, peer.nonce):
             return False
-        peer.answered, peer.nonce = now, None
+        peer.answered, peer.proved, peer.nonce = now, peer.sent, None
+        return True
+
+    def asked(self, address: str, now: float) -> bool:
+        """A question came from `address` (and was answered); whether it is a peer's."""
+        peer = self._peers.get(normal_address(address))
+        if peer is None:
+            return False
+        peer.asked = now
         return True
 
     def seen(self, now: float) -> list[PeerSeen]:
+        """For each peer, how long it has been silent: neither answered nor asked."""
         return [
             PeerSeen(host=peer.host, silent_seconds=round(peer.silent(now), 3))
             for peer in self._peers.values()
         ]
 
     def reachable(self, now: float, within: float) -> int:
-        """How many peers answered within the last `within` seconds (or are too newly
-        watched to have answered yet)."""
+        """How many peers answered a question sent within the last `within` seconds
+        (or are too newly watched to have answered yet). A question from a peer does
+        not count: it proves only that the peer reaches this host."""
         return sum(peer.reachable(now, within) for peer in self._peers.values())
 
 
@@ -158,11 +191,18 @@ def _family(address: str) -> socket.AddressFamily:
 
 
 class Responder:
-    """Answers peers' probes on `[address]:port`, in a thread of its own."""
+    """Answers peers' probes on `[address]:port`, in a thread of its own; tells
+    `on_question` the source address of each question it answered."""
 
-    def __init__(self, address: str, port: int = PROBE_PORT) -> None:
+    def __init__(
+        self,
+        address: str,
+        port: int = PROBE_PORT,
+        on_question: Callable[[str], object] = lambda source: None,
+    ) -> None:
         self.address = address
         self.port = port
+        self._on_question = on_question
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -200,9 +240,14 @@ class Responder:
                     self._stop.wait(_RESPONDER_TICK)
                     continue
                 answer = answer_to(datagram)
-                if answer is not None:
-                    with contextlib.suppress(OSError):
-                        listener.sendto(answer, source)
+                if answer is None:
+                    continue
+                with contextlib.suppress(OSError):
+                    listener.sendto(answer, source)
+                try:
+                    self._on_question(str(source[0]))
+                except Exception:  # the responder must outlive any one failure
+                    log.exception("probe responder: noting a question failed")
 
 
 class Prober:

@@ -103,38 +103,58 @@ class Agent:
         return registered
 
     def run(self, stop: threading.Event) -> None:
-        report = self.describe()
-        registered = self.stored()
-        while registered is None and not stop.is_set():
-            try:
-                registered = self.register(report)
-            except httpx.TransportError as error:
-                log.warning("cannot reach %s to register: %s", self.api_url, error)
-                stop.wait(RETRY_SECONDS)
-        if registered is None:
-            return
-        self._credential = registered.credential
-        images = ImageCache(self.state_dir / "images", self._image_chunks)
-        watchdog = Watchdog(
-            Path(os.path.abspath(self.state_dir / "vms")),
-            report.underlay_address,
-            state_dir=self.state_dir,
-        )
-        reconciler = Reconciler(
-            self.state_dir,
-            images,
-            report.acceleration,
-            stop_timeout=self.stop_timeout,
-            underlay_address=report.underlay_address,
-            may_start=watchdog.gate.may_start,
-        )
-        watchdog.start()
+        vms_root = Path(os.path.abspath(self.state_dir / "vms"))
+        # Restarted on a host that is cut off, the agent may not even learn its underlay
+        # address (it has no route to the control plane): the watch an earlier agent
+        # left keeps fencing meanwhile.
+        watchdog = Watchdog.resumed(vms_root, self.state_dir)
+        if watchdog is not None:
+            watchdog.start()
         try:
-            self.converge_until(stop, reconciler, watchdog)
+            report = self._describe_until(stop)
+            registered = self.stored()
+            while report is not None and registered is None and not stop.is_set():
+                try:
+                    registered = self.register(report)
+                except httpx.TransportError as error:
+                    log.warning("cannot reach %s to register: %s", self.api_url, error)
+                    stop.wait(RETRY_SECONDS)
+            if report is None or registered is None:
+                return
+            self._credential = registered.credential
+            if watchdog is None or watchdog.address != report.underlay_address:
+                if watchdog is not None:
+                    watchdog.stop()
+                watchdog = Watchdog(vms_root, report.underlay_address, state_dir=self.state_dir)
+                watchdog.start()
+            images = ImageCache(self.state_dir / "images", self._image_chunks)
+            reconciler = Reconciler(
+                self.state_dir,
+                images,
+                report.acceleration,
+                stop_timeout=self.stop_timeout,
+                underlay_address=report.underlay_address,
+                may_start=watchdog.gate.may_start,
+            )
+            try:
+                self.converge_until(stop, reconciler, watchdog)
+            finally:
+                reconciler.close()
         finally:
-            watchdog.stop()
-            reconciler.close()
+            if watchdog is not None:
+                watchdog.stop()
             self._http.close()
+
+    def _describe_until(self, stop: threading.Event) -> HostReport | None:
+        """What this host is, asked again until it can be said (its underlay address
+        needs a route to the control plane); None if stopped first."""
+        while not stop.is_set():
+            try:
+                return self.describe()
+            except OSError as error:
+                log.warning("cannot describe this host yet: %s", error)
+                stop.wait(self.retry_seconds)
+        return None
 
     def converge_until(
         self, stop: threading.Event, reconciler: Reconciler, watchdog: Watchdog

@@ -3,10 +3,12 @@ keeps a fenced host from starting VMs, and the watchdog that kills them."""
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,8 @@ from nubis.agent.fence import Gate, Watchdog, must_fence, quorate
 from nubis.agent.peers import NEW_PEER_GRACE, NONCE_BYTES, answered_nonce, question
 from nubis.agent.qemu import process
 from nubis.agent.qemu.paths import VmPaths
-from nubis.protocol import Peer
+from nubis.agent.runner import Agent
+from nubis.protocol import HostReport, Peer
 
 PEERS = [Peer(host="host-2", address="fd00::2"), Peer(host="host-3", address="fd00::3")]
 FENCE_SECONDS = 10.0
@@ -257,3 +260,38 @@ def test_a_watchdog_answers_probes_once_its_port_is_free(tmp_path: Path) -> None
     finally:
         watchdog.stop()
         taken.close()
+
+
+def test_an_agent_restarted_on_a_cut_off_host_fences_while_it_cannot_describe_the_host(
+    tmp_path: Path, start_vm: StartVm
+) -> None:
+    # The watch the earlier agent left: a peer that answers no more, the control plane
+    # last reached a minute ago. The new agent cannot learn its underlay address: no
+    # route to the control plane.
+    vm = start_vm(tmp_path / "vms", "vm-1")
+    watch = {
+        "address": "127.0.0.1",
+        "fence_seconds": 1.0,
+        "peers": [Peer(host="host-2", address="127.0.0.2").model_dump()],
+        "reached_at": time.time() - 60,
+    }
+    (tmp_path / fence.WATCH_FILE).write_text(json.dumps(watch))
+    stop = threading.Event()
+    tries: list[float] = []
+
+    def describe() -> HostReport:
+        tries.append(time.monotonic())
+        if not process.running(vm):
+            stop.set()
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    agent = Agent("http://[fd00::1]:8080", tmp_path, describe)
+    agent.retry_seconds = 0.1
+    runs = threading.Thread(target=agent.run, args=(stop,))
+    runs.start()
+    runs.join(30.0)
+    stop.set()
+    runs.join()
+    assert not process.running(vm)
+    assert (tmp_path / fence.FENCED_FILE).exists()
+    assert len(tries) >= 2  # it kept trying to describe the host meanwhile

@@ -29,9 +29,10 @@ def nonces(*values: int) -> list[bytes]:
     return [bytes([value]) * NONCE_BYTES for value in values]
 
 
-def asked(book: PeerBook, value: int) -> dict[str, bytes]:
-    """Ask every peer, each question with the nonce `value`; the questions by address."""
-    return dict(book.questions(lambda: nonces(value)[0]))
+def asked(book: PeerBook, value: int, at: float = 0.0) -> dict[str, bytes]:
+    """Ask every peer at `at`, each question with the nonce `value`; the questions by
+    address."""
+    return dict(book.questions(at, lambda: nonces(value)[0]))
 
 
 def test_the_answer_is_the_question_turned_and_never_larger() -> None:
@@ -96,7 +97,7 @@ def test_an_answer_from_another_address_does_not_count() -> None:
     book = PeerBook()
     book.watch([H2, H3], now=0.0)
     each = iter(nonces(2, 3))
-    answer = answer_to(dict(book.questions(lambda: next(each)))["fd00::2"])
+    answer = answer_to(dict(book.questions(0.0, lambda: next(each)))["fd00::2"])
     assert answer is not None
     assert not book.take("fd00::99", answer, now=0.1)
     assert not book.take("fd00::3", answer, now=0.1)
@@ -136,24 +137,64 @@ def test_a_new_peer_counts_as_reachable_only_until_it_could_have_answered() -> N
     assert book.reachable(now=NEW_PEER_GRACE, within=10.0) == 0
 
 
-def test_a_peer_is_reachable_while_it_answered_within_the_time() -> None:
+def test_a_peer_is_reachable_while_it_answered_a_question_sent_within_the_time() -> None:
     book = PeerBook()
     book.watch([H2], now=0.0)
-    answer = answer_to(asked(book, 1)["fd00::2"])
+    answer = answer_to(asked(book, 1, at=1.0)["fd00::2"])
     assert answer is not None
-    book.take("fd00::2", answer, now=1.0)
+    # Taken late (the socket was read late): it proves the peer as of the question.
+    book.take("fd00::2", answer, now=2.5)
     assert book.reachable(now=4.0, within=3.0) == 1
     assert book.reachable(now=4.1, within=3.0) == 0
 
 
-def test_a_peer_watched_again_keeps_its_history_and_a_dropped_one_is_forgotten() -> None:
+def test_a_peer_that_asks_is_heard_but_not_reachable() -> None:
+    # Its questions come in, the answers to this host's do not: it is not silent (it
+    # reaches this host, and its own view of this host counts what it hears), but this
+    # host cannot count it for its fence.
     book = PeerBook()
-    book.watch([H2, H3], now=0.0)
-    book.watch([H2], now=5.0)
-    assert [(seen.host, seen.silent_seconds) for seen in book.seen(now=6.0)] == [("host-2", 6.0)]
-    # Another host at the same address is another peer.
-    book.watch([Peer(host="host-9", address="fd00::2")], now=7.0)
-    assert [(seen.host, seen.silent_seconds) for seen in book.seen(now=8.0)] == [("host-9", 1.0)]
+    book.watch([H2], now=0.0)
+    asked(book, 1, at=5.0)
+    assert book.asked("fd00:0::2", now=5.5)
+    assert not book.asked("fd00::99", now=5.5)
+    assert book.seen(now=6.0)[0].silent_seconds == 0.5
+    assert book.reachable(now=6.0, within=3.0) == 0
+
+
+@pytest.mark.parametrize(
+    "fates",
+    [
+        "aaaaqqqq",  # the link goes down: questions lost from the 5th on
+        "aaaa----",  # answers lost from the 5th on (one direction, or a firewall)
+        "a-a-qq--",  # a mix
+        "--------",  # no answer ever came back
+    ],
+)
+def test_a_peer_never_reports_this_host_silent_for_longer_than_this_host_counts_on_it(
+    fates: str,
+) -> None:
+    # This host's book and the book of the peer that watches it, with a question each
+    # second; each letter is one question's fate: `a` answered and back, `-` heard by
+    # the peer but its answer lost, `q` the question lost. Whatever was lost, when the
+    # peer reports this host silent for S seconds, this host counts the peer for its
+    # fence for no more than S seconds.
+    here, there = PeerBook(), PeerBook()
+    here.watch([H2], now=0.0)
+    there.watch([Peer(host="host-1", address="fd00::1")], now=0.0)
+    for second, fate in enumerate(fates, start=1):
+        probe = asked(here, second, at=float(second))["fd00::2"]
+        if fate == "q":
+            continue
+        there.asked("fd00::1", now=second + 0.3)
+        answer = answer_to(probe)
+        assert answer is not None
+        if fate == "a":
+            assert here.take("fd00::2", answer, now=second + 0.9)
+    for now in (len(fates) + 0.5, len(fates) + 3.0, len(fates) + 12.0):
+        silent = there.seen(now)[0].silent_seconds
+        for within in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0):
+            if here.reachable(now, within):
+                assert silent <= within, (now, within, silent)
 
 
 def _free_udp_port() -> int:
@@ -176,7 +217,7 @@ def test_a_prober_hears_a_responder_over_a_real_socket() -> None:
             seen.silent_seconds < 0.5 for seen in book.seen(time.monotonic())
         ):
             assert time.monotonic() < deadline, "no answer"
-            prober.send(book.questions())
+            prober.send(book.questions(time.monotonic()))
             for source, datagram, at in prober.receive(0.2, time.monotonic):
                 book.take(source, datagram, at)
     finally:
