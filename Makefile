@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 up: deps
 	$(BIN)/nubis up
 
-# Two workers: one runs the tests that boot guests, the other the rest (tests/conftest.py).
+# Two workers: one runs the end-to-end tests, the other the rest (tests/conftest.py).
 test: deps postgres
 	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from nubis.db import Database
 from nubis.db.migrate import upgrade
 
-GUESTS = "guests"
+E2E = "e2e"
 POSTGRES_URL = os.environ.get(
     "NUBIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -118,11 +118,15 @@ def db(database_url: str) -> Iterator[Database]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Units of work for `pytest -n 2 --dist loadgroup --no-loadscope-reorder`, as
-    `make test` runs the suite: each test file is one unit (its module fixtures are made
-    once), and all the tests that boot QEMU guests are one unit, first. So one worker
-    runs the guests, one file after the other, while the other takes the rest: two
-    files of TCG guests at once would starve each other on two cores."""
-    items.sort(key=lambda item: item.get_closest_marker(GUESTS) is None)
+    `make test` runs the suite: all end-to-end tests are one unit, first, so one worker
+    runs them one after the other, as they were written to run (QEMU guests under TCG
+    and network namespaces, on two cores); the other worker takes the unit and
+    integration tests, each file as a whole (its module fixtures are made once)."""
+    items.sort(key=lambda item: not _end_to_end(item))
     for item in items:
-        guests = item.get_closest_marker(GUESTS) is not None
-        item.add_marker(pytest.mark.xdist_group(GUESTS if guests else item.nodeid.split("::")[0]))
+        group = E2E if _end_to_end(item) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _end_to_end(item: pytest.Item) -> bool:
+    return item.path.is_relative_to(REPO / "tests" / E2E)

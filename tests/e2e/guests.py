@@ -28,7 +28,6 @@ TOOLS = (
 NEEDS_GUESTS = [
     requires_root,
     pytest.mark.slow,
-    pytest.mark.guests,
     pytest.mark.skipif(
         not all(shutil.which(tool) for tool in TOOLS), reason=f"needs {', '.join(TOOLS)}"
     ),
