@@ -14,7 +14,7 @@ up: deps
 
 # Two workers: one runs the end-to-end tests, the other the rest (tests/conftest.py).
 test: deps postgres
-	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(BIN)/pytest -n 2 --no-loadscope-reorder
 
 lint: deps
 	$(BIN)/ruff check nubis tests bench

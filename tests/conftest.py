@@ -16,6 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from xdist.remote import Producer
+from xdist.scheduler import LoadScopeScheduling
 
 from nubis.db import Database
 from nubis.db.migrate import upgrade
@@ -115,18 +117,18 @@ def db(database_url: str) -> Iterator[Database]:
         database.dispose()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Units of work for `pytest -n 2 --dist loadgroup --no-loadscope-reorder`, as
-    `make test` runs the suite: all end-to-end tests are one unit, first, so one worker
-    runs them one after the other, as they were written to run (QEMU guests under TCG
-    and network namespaces, on two cores); the other worker takes the unit and
-    integration tests, each file as a whole (its module fixtures are made once)."""
-    items.sort(key=lambda item: not _end_to_end(item))
-    for item in items:
-        group = E2E if _end_to_end(item) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+class _Units(LoadScopeScheduling):
+    """How `make test` (`pytest -n 2 --no-loadscope-reorder`) shares the suite out: all
+    end-to-end tests are one unit of work, so one worker runs them one after the other,
+    as they were written to run (QEMU guests under TCG and network namespaces, on two
+    cores); every other test file is a unit of its own (its module fixtures are made
+    once). The end-to-end tests are collected first (`tests/e2e` sorts first), so they
+    start at once, beside the unit and integration tests on the other worker."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", maxsplit=1)[0]
+        return E2E if path.startswith(f"tests/{E2E}/") else path
 
 
-def _end_to_end(item: pytest.Item) -> bool:
-    return item.path.is_relative_to(REPO / "tests" / E2E)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> _Units:
+    return _Units(config, log)
