@@ -16,8 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
-from xdist.remote import Producer
-from xdist.scheduler import LoadScopeScheduling
+from xdist.remote import Producer  # type: ignore[import-untyped]
+from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
 from nubis.db import Database
 from nubis.db.migrate import upgrade
@@ -117,7 +117,7 @@ def db(database_url: str) -> Iterator[Database]:
         database.dispose()
 
 
-class _Units(LoadScopeScheduling):
+class _Units(LoadScopeScheduling):  # type: ignore[misc]
     """How `make test` (`pytest -n 2 --no-loadscope-reorder`) shares the suite out: all
     end-to-end tests are one unit of work, so one worker runs them one after the other,
     as they were written to run (QEMU guests under TCG and network namespaces, on two
