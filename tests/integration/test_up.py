@@ -174,8 +174,12 @@ def test_up_on_a_new_data_dir_makes_an_operator_joins_this_machine_and_adds_tiny
         (local,) = listed
         assert (local["location"], local["health"]) == ("local", "online")
         deadline = time.monotonic() + TINY_SECONDS
-        while not (images := _admin_list(data_dir, "image")) and time.monotonic() < deadline:
-            time.sleep(1.0)  # built in the background
+        # Built in the background, then registered (`uploading` while its file is copied).
+        while time.monotonic() < deadline:
+            images = _admin_list(data_dir, "image")
+            if images and all(image["state"] != "uploading" for image in images):
+                break
+            time.sleep(1.0)
         assert [(i["name"], i["state"]) for i in images] == [("tiny", "active")]
 
     first = _up_then_stop(data_dir, tmp_path / "first", while_up=log_in, tiny=True)
