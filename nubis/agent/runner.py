@@ -118,7 +118,7 @@ class Agent:
                     registered = self.register(report)
                 except httpx.TransportError as error:
                     log.warning("cannot reach %s to register: %s", self.api_url, error)
-                    stop.wait(RETRY_SECONDS)
+                    stop.wait(self.retry_seconds)
             if report is None or registered is None:
                 return
             self._credential = registered.credential

@@ -43,6 +43,7 @@ from tests.e2e.guests import (
     create_together,
     events,
     forget_host_key,
+    host_of,
     ssh,
     ssh_run,
     vms,
@@ -186,11 +187,6 @@ def _healths(cloud: Cloud) -> dict[str, str]:
     return {row["name"]: row["health"] for row in cloud.admin_json("host", "list")}
 
 
-def _host_ids(cloud: Cloud) -> dict[str, str]:
-    """Host id → name."""
-    return {row["id"]: row["name"] for row in cloud.admin_json("host", "list")}
-
-
 def _vm_dirs(host: Host) -> set[str]:
     root = host.state_dir / "vms"
     return {path.name for path in root.iterdir()} if root.exists() else set()
@@ -226,9 +222,8 @@ def _assert_same_vm_elsewhere(
 ) -> Host:
     """The VM kept its id, name and NICs' MACs, and its project network address; NIC 0
     took the new host's /64. Its new host."""
-    hosts = _host_ids(cloud)
     assert (after["id"], after["name"]) == (before["id"], before["name"])
-    new_host = cloud.host(hosts[after["host"]])
+    new_host = host_of(cloud, after)
     assert new_host is not away_from
     assert [nic["mac"] for nic in after["nics"]] == [nic["mac"] for nic in before["nics"]]
     for nic in before["nics"][1:]:
@@ -428,8 +423,8 @@ def steady(tiny_image: Path, request: pytest.FixtureRequest) -> Iterator[Cloud]:
         create_together(cloud, KEPT, "--group", "kept")
         for name in (*EVACUATED, *KEPT):
             _wait_ready(cloud, name)
-        hosts = _host_ids(cloud)
-        assert sorted(hosts[vm["host"]] for vm in vms(cloud).values()) == [
+        names = {row["id"]: row["name"] for row in cloud.admin_json("host", "list")}
+        assert sorted(names[vm["host"]] for vm in vms(cloud).values()) == [
             "h1", "h1", "h2", "h3"
         ]  # fmt: skip
         yield cloud
