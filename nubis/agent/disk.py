@@ -71,8 +71,12 @@ def make_overlay(
 
 
 def info(image: Path) -> dict[str, object]:
-    """`qemu-img info` of an image, also while a VM has it open (`-U`: no lock taken)."""
-    answer = json.loads(run([QEMU_IMG, "info", "-U", "--output=json", str(image)]))
+    """`qemu-img info` of a qcow2 image, also while a VM has it open (`-U`: no lock
+    taken). It is read as qcow2 only (`-f`): a file is never probed for its format,
+    so a disk a guest wrote raw data into is never taken for another format's image."""
+    answer = json.loads(
+        run([QEMU_IMG, "info", "-U", "-f", "qcow2", "--output=json", os.path.abspath(image)])
+    )
     if not isinstance(answer, dict):
         raise DiskError(f"qemu-img info {image} answered {answer!r}")
     return answer

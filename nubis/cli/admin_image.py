@@ -83,8 +83,9 @@ def image_delete(
     settings = Settings()
     with database() as db, db.transaction() as session:
         image = store.find(session, None, name, public=False)
-        file = store.remove(session, settings.data_dir, image)
-    file.unlink(missing_ok=True)
+        files = store.remove(session, settings.data_dir, image)
+    for file in files:
+        file.unlink(missing_ok=True)
     console.print(f"Deleted public image {name}.")
 
 

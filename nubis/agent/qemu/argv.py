@@ -14,8 +14,20 @@ Choices, and why:
   which tmpfs is not. `discard=unmap` and `detect-zeroes=unmap` keep overlays thin.
 - Serial: one chardev socket with a logfile, so the console is kept in a log and
   can be attached to live; VNC only on a unix socket, never a TCP port.
+- Every file is opened with its format given, never probed: the disk `format=qcow2`,
+  the seed `format=raw`, and the base image under the disk as the qcow2 its overlay
+  records (`disk.make_overlay` makes it with `-F qcow2`). A base image is one the
+  control plane took (`nubis.images.verify`: no backing file, no external data file).
 - `-sandbox`: seccomp, minus what `-daemonize` needs: it forks (so `spawn` cannot be
-  denied) and it calls setsid (which `elevateprivileges=deny` kills, silently).
+  denied: QEMU 7.2 with `-daemonize` and `spawn=deny` dies of SIGSYS at once) and it
+  calls setsid (which `elevateprivileges=deny` kills, silently).
+- No `-runas`: QEMU drops to the user only after opening its boot files (the tiny
+  guest boots so, sandboxed, as `nobody`), but a NIC hot-plugged later (`netdev_add`
+  of a tap by its name) is then refused (`could not open /dev/net/tun: Permission
+  denied`, QEMU 7.2, measured), and so would be vhost-net. Running QEMU as its own
+  user needs the agent to open the taps (and /dev/vhost-net) and hand QEMU the
+  descriptors (QMP `getfd`, `netdev_add` with `fd`), which QEMU 7.2 takes from an
+  unprivileged user.
 - NICs: on q35 a device can be hot-plugged only into a PCIe root port, so every VM
   has one empty port per project NIC number (`port1` .. `port15`, as functions of two
   multifunction slots, so they take two of the 32 slots), and NIC `n` >= 1 sits on

@@ -2,15 +2,24 @@
 
 An upload is `POST` (the name; the image is `uploading`), then `PUT …/file` with the
 qcow2 as the raw body, streamed to disk and checked before it is kept.
+
+Each API process, as it starts, cleans what uploads of crashed processes left
+(`store.recover`), and once more STALE_SECONDS later: a process restarted at once
+after a crash finds that crash's files still fresh, so it waits until they are stale.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from uuid import UUID
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, FastAPI, Request, Response, status
 from sqlalchemy import or_, select
+from starlette.concurrency import run_in_threadpool
 
 from nubis.api.deps import DatabaseDep, PrincipalDep, SettingsDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
@@ -21,7 +30,34 @@ from nubis.db import Database
 from nubis.images import store
 from nubis.models import Image
 
-router = APIRouter(tags=["images"])
+log = logging.getLogger(__name__)
+
+
+async def _recover(db: Database, data_dir: Path, after: float = 0.0) -> None:
+    await asyncio.sleep(after)
+    try:
+        cleaned = await run_in_threadpool(store.recover, db, data_dir)
+    except Exception:
+        log.exception("could not clean up after interrupted image uploads")
+        return
+    if cleaned:
+        log.info("cleaned %d images or files of interrupted uploads", cleaned)
+
+
+@asynccontextmanager
+async def _upkeep(app: FastAPI) -> AsyncIterator[None]:
+    """The start and stop of an API process, for the image store."""
+    db: Database = app.state.database
+    settings: Settings = app.state.settings
+    await _recover(db, settings.data_dir)
+    later = asyncio.create_task(_recover(db, settings.data_dir, after=store.STALE_SECONDS))
+    try:
+        yield
+    finally:
+        later.cancel()
+
+
+router = APIRouter(tags=["images"], lifespan=_upkeep)
 
 PROJECT = "/v1/projects/{project}/images"
 PUBLIC = "/v1/admin/images"
@@ -44,8 +80,9 @@ async def _upload(request: Request, db: Database, settings: Settings, image_id: 
 def _delete(db: Database, data_dir: Path, project_id: UUID | None, ref: str) -> Response:
     with db.transaction() as session:
         image = store.find(session, project_id, ref, public=False)
-        file: Path = store.remove(session, data_dir, image)
-    file.unlink(missing_ok=True)
+        files = store.remove(session, data_dir, image)
+    for file in files:
+        file.unlink(missing_ok=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -89,8 +126,9 @@ async def upload_image(
     settings: SettingsDep,
     principal: PrincipalDep,
 ) -> ImageOut:
-    """The image's qcow2 file as the raw body; refused (422) unless it is a qcow2
-    without a backing file, and then nothing of it is kept."""
+    """The image's qcow2 file as the raw body; refused (422) unless it is a
+    self-contained qcow2 (no backing file, no external data file), and then nothing of
+    it is kept. 409 if the image is deleted while its file comes in."""
     with db.reading() as session:
         access = project_access(session, principal, project, Action.WRITE)
         image_id = store.find(session, access.project.id, image, public=False).id

@@ -90,3 +90,18 @@ def test_removing_a_disk_removes_it_and_is_idempotent(base: Path, tmp_path: Path
 def test_a_failing_tool_says_what_it_said(tmp_path: Path) -> None:
     with pytest.raises(DiskError, match="No such file"):
         disk.info(tmp_path / "nothing.qcow2")
+
+
+@needs_qemu_img
+def test_an_overlay_records_that_its_base_is_a_qcow2(base: Path, tmp_path: Path) -> None:
+    # QEMU opens the base as the format the overlay records, so it never probes it.
+    path = make_overlay(base, tmp_path / "disk.qcow2", 1024 * MIB, 64 * MIB)
+    assert disk.info(path)["backing-filename-format"] == "qcow2"
+
+
+@needs_qemu_img
+def test_a_disk_is_read_as_qcow2_only_never_probed(tmp_path: Path) -> None:
+    raw = tmp_path / "disk.qcow2"
+    raw.write_bytes(b"\0" * 65536)
+    with pytest.raises(DiskError, match="Image is not in qcow2 format"):
+        disk.info(raw)
