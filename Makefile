@@ -30,6 +30,7 @@ bench: deps postgres
 	$(BIN)/python bench/scheduler.py --quick
 	$(BIN)/python bench/vm_create.py --quick
 	$(BIN)/python bench/failover.py --quick
+	$(BIN)/python bench/long_poll.py --quick
 
 system:
 	@tools/install-system-packages

@@ -25,7 +25,7 @@ from nubis.models import (
     Subnet,
     Vm,
 )
-from nubis.protocol import NETWORK_MTU, Desired, HostNetwork, ImageRef, Ipam, VmSpec
+from nubis.protocol import NETWORK_MTU, Desired, FdbEntry, HostNetwork, ImageRef, Ipam, VmSpec
 from nubis.protocol import FirewallRule as WireRule
 from nubis.protocol import Network as WireNetwork
 from nubis.protocol import Nic as WireNic
@@ -73,23 +73,24 @@ def _networks(session: Session, host: Host, network_ids: list[UUID]) -> dict[UUI
     if not network_ids:
         return {}
     location = session.get_one(Location, host.location_id)
-    remotes: dict[UUID, list[str]] = {}
-    if location.flooding == Flooding.UNICAST:
-        # Head-end replication: the other hosts with a VM (not being deleted) in it.
-        pairs = session.execute(
-            select(Nic.network_id, Host.underlay_address)
-            .join(Vm, Vm.id == Nic.vm_id)
-            .join(Host, Host.id == Vm.host_id)
-            .where(
-                Nic.network_id.in_(network_ids),
-                Vm.host_id != host.id,
-                Vm.label.not_in(OFF_LABELS),
-            )
-            .distinct()
+    # The NICs of the other hosts (not being deleted or moving away) in these networks:
+    # where their MACs are, and which hosts the network's VXLAN comes from.
+    remotes: dict[UUID, set[str]] = {}
+    fdb: dict[UUID, list[FdbEntry]] = {}
+    for network_id, mac, address in session.execute(
+        select(Nic.network_id, Nic.mac, Host.underlay_address)
+        .join(Vm, Vm.id == Nic.vm_id)
+        .join(Host, Host.id == Vm.host_id)
+        .where(
+            Nic.network_id.in_(network_ids),
+            Vm.host_id != host.id,
+            Vm.label.not_in(OFF_LABELS),
         )
-        for network_id, address in pairs:
-            if network_id is not None:
-                remotes.setdefault(network_id, []).append(address)
+        .order_by(Nic.mac)
+    ):
+        if network_id is not None:
+            remotes.setdefault(network_id, set()).add(address)
+            fdb.setdefault(network_id, []).append(FdbEntry(mac=mac, remote=address))
     found: dict[UUID, WireNetwork] = {}
     for network, number in session.execute(
         select(Network, Subnet.number)
@@ -109,7 +110,8 @@ def _networks(session: Session, host: Host, network_ids: list[UUID]) -> dict[UUI
             mac=networks.bridge_mac(network.id),
             mtu=NETWORK_MTU,
             group=networks.group(network.vni) if location.flooding == Flooding.MULTICAST else None,
-            remotes=sorted(remotes.get(network.id, [])),
+            remotes=sorted(remotes.get(network.id, set())),
+            fdb=fdb.get(network.id, []),
         )
     return found
 

@@ -16,7 +16,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis import vms
+from nubis import revisions, vms
 from nubis.errors import Conflict, InvalidInput, NotFound
 from nubis.ids import Kind, looks_like_id, parse_id
 from nubis.models import FirewallRule, Network, Vm
@@ -147,4 +147,4 @@ def touch(session: Session, rule: FirewallRule) -> None:
         return
     vm = session.get(Vm, rule.vm_id) if rule.vm_id else None
     if vm is not None and vm.host_id is not None and vm.label not in vms.GONE_LABELS:
-        vms.touch(session, vm.host_id)
+        revisions.touch(session, vm.host_id)

@@ -16,7 +16,7 @@ from uuid import UUID
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nubis import peers
+from nubis import peers, revisions
 from nubis.clock import now
 from nubis.config import Settings
 from nubis.engine import strand
@@ -161,8 +161,7 @@ def _touch_peers(
 ) -> None:
     """Raise the desired revision of each host whose peers changed."""
     for host_id in peers.changed(before, after):
-        host = session.get_one(Host, host_id, with_for_update=True)
-        host.desired_revision += 1
+        revisions.touch(session, host_id)
 
 
 def vm_subnet(session: Session, host: Host) -> str:

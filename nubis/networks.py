@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from sqlalchemy import delete as delete_rows
-from sqlalchemy import select, update
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from nubis import revisions
 from nubis.agent.net.addresses import stable_mac
 from nubis.errors import Conflict, NotFound
 from nubis.ids import Kind, format_id
 from nubis.ipam import subnets, vnis
-from nubis.models import Flooding, Host, Location, Network, Nic, Subnet, Vm
+from nubis.models import Flooding, Host, Location, Network, Nic, Subnet, Vm, VniHold
 from nubis.names import check_name, ref_clause
 from nubis.protocol import Ipam
 
@@ -73,9 +74,9 @@ def group(vni: int) -> str:
 
 
 def create(session: Session, project_id: UUID, location: Location, name: str, ipam: Ipam) -> Placed:
-    """Make a network with the lowest free VNI of its location and, for `manual` and
-    `auto`, the location's lowest free /64. Conflict (and nothing made) if the name is
-    taken or the location has no VNI or /64 left."""
+    """Make a network with a free VNI of its location, drawn at random, and, for
+    `manual` and `auto`, the location's lowest free /64. Conflict (and nothing made) if
+    the name is taken or the location has no VNI or /64 left."""
     check_name(name)
     clash = select(Network.id).where(Network.project_id == project_id, Network.name == name)
     if session.scalar(clash) is not None:
@@ -83,8 +84,7 @@ def create(session: Session, project_id: UUID, location: Location, name: str, ip
     # One allocation at a time per location: two networks made at once must not take
     # the same VNI or /64 (SQLite's writes are serial anyway).
     session.get_one(Location, location.id, with_for_update=True)
-    taken = session.scalars(select(Network.vni).where(Network.location_id == location.id))
-    vni = vnis.first_free(taken)
+    vni = vnis.pick(_taken_vnis(session, location.id))
     number = None
     if ipam != Ipam.NONE:
         numbers = session.scalars(select(Subnet.number).where(Subnet.location_id == location.id))
@@ -122,8 +122,41 @@ def placed(session: Session, network: Network) -> Placed:
     return Placed(network, location, prefix)
 
 
+def _taken_vnis(session: Session, location_id: UUID) -> set[int]:
+    """The location's VNIs that a new network may not have: its networks', and those
+    still held for a host that may bridge them (the holds that ended are let go)."""
+    released = exists().where(
+        Host.id == VniHold.host_id, Host.observed_revision >= VniHold.revision
+    )
+    session.execute(delete_rows(VniHold).where(VniHold.location_id == location_id, released))
+    taken = set(session.scalars(select(Network.vni).where(Network.location_id == location_id)))
+    return taken | set(
+        session.scalars(select(VniHold.vni).where(VniHold.location_id == location_id))
+    )
+
+
+def _hold(session: Session, network: Network) -> None:
+    """Keep the network's VNI from new networks until every host of its location that
+    has yet to converge to its current desired state has done so: until then, it may
+    still bridge the network's last taps (a NIC's row goes at once; its tap, once its
+    host converged)."""
+    behind = session.execute(
+        select(Host.id, Host.desired_revision).where(
+            Host.location_id == network.location_id,
+            Host.observed_revision < Host.desired_revision,
+        )
+    )
+    for host_id, revision in behind:
+        session.add(
+            VniHold(
+                location_id=network.location_id, vni=network.vni, host_id=host_id, revision=revision
+            )
+        )
+
+
 def delete(session: Session, network: Network) -> None:
-    """Delete a network no NIC is in; its /64 and its rules go with it."""
+    """Delete a network no NIC is in; its /64 and its rules go with it, its VNI is held
+    while a host may still bridge it."""
     users = session.scalars(
         select(Vm.name)
         .join(Nic, Nic.vm_id == Vm.id)
@@ -137,6 +170,7 @@ def delete(session: Session, network: Network) -> None:
         )
     # The foreign keys would cascade too; saying it keeps the ORM's view right.
     session.execute(delete_rows(Subnet).where(Subnet.network_id == network.id))
+    _hold(session, network)
     session.delete(network)
 
 
@@ -146,9 +180,5 @@ def set_flooding(session: Session, location: Location, flooding: Flooding) -> bo
     if location.flooding == flooding:
         return False
     location.flooding = flooding.value
-    session.execute(
-        update(Host)
-        .where(Host.location_id == location.id)
-        .values(desired_revision=Host.desired_revision + 1)
-    )
+    revisions.touch_location(session, location.id)
     return True

@@ -135,6 +135,18 @@ class HostNetwork(_Wire):
     """The host's address on the bridge (the prefix's `::1`)."""
 
 
+VXLAN_PORT = 4789
+"""The UDP port of every host's VXLAN devices (IANA's)."""
+
+
+class FdbEntry(_Wire):
+    """Where a NIC of another host is: its MAC is reached through that host's address."""
+
+    mac: str = Field(pattern=MAC_PATTERN)
+    remote: str = Field(min_length=2, max_length=45)
+    """The underlay address of the NIC's host."""
+
+
 class Network(_Wire):
     """A project network on this host: one VXLAN segment, bridged to its VMs' taps.
 
@@ -158,8 +170,12 @@ class Network(_Wire):
     group: str | None = None
     """Flooding by multicast: the network's IPv6 group. None: unicast to `remotes`."""
     remotes: list[str] = Field(default_factory=list)
-    """The underlay addresses of the other hosts that have a VM in the network, for
-    unicast flooding (head-end replication); empty with multicast."""
+    """The underlay addresses of the other hosts that have a VM in the network: the only
+    ones the host takes the network's VXLAN from, and, without a group, those it floods
+    to (head-end replication)."""
+    fdb: list[FdbEntry] = Field(default_factory=list)
+    """The NICs of the network on other hosts: the VXLAN device learns nothing from what
+    arrives (a forged frame could teach it anything), it is told."""
     rules: list[FirewallRule] = Field(default_factory=list)
     """The network's firewall rules, for each NIC in it."""
 

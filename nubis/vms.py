@@ -11,7 +11,7 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis import hosts, networks
+from nubis import hosts, networks, revisions
 from nubis.agent.net.addresses import eui64_address, stable_mac
 from nubis.engine import strand
 from nubis.errors import Conflict, InvalidInput, NotFound
@@ -270,13 +270,6 @@ def location_for(session: Session, ref: str | None) -> Location:
     return found[0]
 
 
-def touch(session: Session, host_id: UUID) -> int:
-    """Note that what `host_id` should run changed; its new desired revision."""
-    host = session.get_one(Host, host_id, with_for_update=True)
-    host.desired_revision += 1
-    return host.desired_revision
-
-
 def touch_networks(
     session: Session, network_ids: Collection[UUID], *, also: UUID | None = None
 ) -> None:
@@ -297,7 +290,7 @@ def touch_networks(
     if also is not None:
         found.add(also)
     for host_id in sorted(found):  # one order: two transactions never wait on each other
-        touch(session, host_id)
+        revisions.touch(session, host_id)
 
 
 def network_ids_of(session: Session, vm_id: UUID) -> list[UUID]:

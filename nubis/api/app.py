@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import Depends, FastAPI
 
-from nubis import __version__
+from nubis import __version__, revisions
 from nubis.api import openapi, problems
 from nubis.api.deps import known_query_only
 from nubis.api.idempotency import Idempotency
@@ -46,8 +49,22 @@ ROUTERS = (
 )
 
 
+@asynccontextmanager
+async def _running(app: FastAPI) -> AsyncIterator[None]:
+    """What an API process runs beside its requests, from its start to its end."""
+    db: Database = app.state.database
+    # Long polls hear of the revisions other processes raise.
+    feeder = revisions.feeder(db)
+    feeder.start()
+    try:
+        yield
+    finally:
+        feeder.stop()
+
+
 def create_app(db: Database, secret_box: SecretBox, settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
+        lifespan=_running,
         title="nubis",
         version=__version__,
         description="An IPv6-first, API-first cloud. Errors are application/problem+json.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import psycopg
 from sqlalchemy import event, text
@@ -71,12 +72,23 @@ def install(sessions: sessionmaker[Session], bell: Doorbell = DOORBELL) -> None:
 
 
 class Listener(threading.Thread):
-    """Turns PostgreSQL notifications from other processes into rings of `bell`."""
+    """Turns PostgreSQL notifications on `channel`, from any process, into calls of
+    `heard(payload)`; `heard(None)` after each (re)connection, since notifications may
+    have been missed while it was not listening."""
 
-    def __init__(self, url: URL, bell: Doorbell = DOORBELL) -> None:
-        super().__init__(name="nubis-listener", daemon=True)
+    def __init__(
+        self,
+        url: URL,
+        channel: str = CHANNEL,
+        heard: Callable[[str | None], None] | None = None,
+        *,
+        bell: Doorbell = DOORBELL,
+    ) -> None:
+        """Without `heard`, every notification rings `bell`."""
+        super().__init__(name=f"listener-{channel}", daemon=True)
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._bell = bell
+        self._channel = channel
+        self._heard = heard or (lambda _payload: bell.ring())
         self._stop = threading.Event()
         self.listening = threading.Event()
 
@@ -87,13 +99,12 @@ class Listener(threading.Thread):
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as connection:
-                    connection.execute(f"LISTEN {CHANNEL}")
+                    connection.execute(f"LISTEN {self._channel}")
                     self.listening.set()
-                    # Work may have arrived while we were not listening.
-                    self._bell.ring()
+                    self._heard(None)
                     while not self._stop.is_set():
-                        for _ in connection.notifies(timeout=0.5):
-                            self._bell.ring()
+                        for notice in connection.notifies(timeout=0.5):
+                            self._heard(notice.payload)
             except psycopg.Error as error:
                 self.listening.clear()
                 log.warning("lost the notification connection (%s); reconnecting", error)

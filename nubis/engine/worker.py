@@ -87,7 +87,7 @@ class Worker:
         ]
         self._stopping = threading.Event()
         self._watchdog = Watchdog()
-        self._listener = Listener(db.engine.url, bell) if db.is_postgres else None
+        self._listener = Listener(db.engine.url, bell=bell) if db.is_postgres else None
         # SQLite has one writer at a time and every label writes, so threads of one
         # process take turns here, where handing over is immediate, rather than in
         # SQLite's busy handler, which sleeps up to 100 ms between attempts.

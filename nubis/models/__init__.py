@@ -24,7 +24,7 @@ from nubis.models.compute import (
 )
 from nubis.models.engine import Semaphore, Strand, StrandStatus
 from nubis.models.image import Image, ImageState
-from nubis.models.network import FirewallRule, Network
+from nubis.models.network import FirewallRule, Network, VniHold
 from nubis.models.vm import Nic, Subnet, Vm, VmEvent
 
 __all__ = [
@@ -57,4 +57,5 @@ __all__ = [
     "User",
     "Vm",
     "VmEvent",
+    "VniHold",
 ]

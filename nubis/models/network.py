@@ -37,6 +37,26 @@ class Network(Base):
     )
 
 
+class VniHold(Base):
+    """A deleted network's VNI, kept from every new network of its location until `host`
+    has converged to `revision` or past it: until then the host may still bridge the old
+    network's taps to that VNI (and its multicast group), and a new network with it would
+    join them."""
+
+    __tablename__ = "vni_hold"
+
+    location_id: Mapped[UUID] = mapped_column(
+        ForeignKey("location.id", ondelete="CASCADE"), primary_key=True
+    )
+    vni: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[UUID] = mapped_column(
+        ForeignKey("host.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    revision: Mapped[int]
+    """The host's desired revision when the network was deleted."""
+    created_at: Mapped[datetime] = mapped_column(default=now)
+
+
 class FirewallRule(Base):
     """Lets traffic from `source` reach a port of one VM's project NICs, or of every NIC
     in one network. Exactly one of `vm_id` and `network_id` is set."""

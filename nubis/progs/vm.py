@@ -22,7 +22,7 @@ from uuid import UUID
 
 from sqlalchemy import delete
 
-from nubis import hosts, vms
+from nubis import hosts, revisions, vms
 from nubis.engine.prog import Prog, label
 from nubis.errors import NoCapacity
 from nubis.ids import Kind, format_id
@@ -61,7 +61,7 @@ class VmNexus(Prog):
             self.decr("leave")
             self.go(vm, "leave")
         if self._wishes(vm) and vm.host_id is not None:
-            vms.touch(self.session, vm.host_id)
+            revisions.touch(self.session, vm.host_id)
 
     def _wishes(self, vm: Vm) -> bool:
         """Record the owner's stop, start and reboot; whether anything changed."""

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from nubis.agent.net.addresses import eui64_address, link_local, stable_mac
+from nubis.agent.net.addresses import METADATA_IPV4, eui64_address, link_local, stable_mac
 from nubis.protocol import HostNetwork, ImageRef, Nic, VmSpec
+from tests.e2e import frames
+from tests.e2e.capture import capture
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("ip", "nft", "radvd")),
@@ -145,20 +147,6 @@ sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, scope)
 for _ in range(3):
     sender.sendto(bytes.fromhex(sys.argv[1]), ("ff02::1", 0, 0, scope))
 """
-
-
-def router_advertisement(prefix: str) -> bytes:
-    """An RA making the sender a default router and offering `prefix` for SLAAC."""
-    network = ipaddress.IPv6Network(prefix)
-    header = bytes([134, 0, 0, 0, 64, 0]) + (1800).to_bytes(2, "big") + bytes(8)
-    prefix_option = (
-        bytes([3, 4, 64, 0b1100_0000])
-        + (86400).to_bytes(4, "big")
-        + (14400).to_bytes(4, "big")
-        + bytes(4)
-        + network.network_address.packed
-    )
-    return header + prefix_option
 
 
 def neighbour_advertisement(target: str, mac: str) -> bytes:
@@ -534,7 +522,7 @@ def _in_prefix(guest: Guest, prefix: str) -> list[str]:
 def test_a_router_advertisement_from_a_vm_reaches_no_other_vm(site: Site) -> None:
     rogue, victim = site.guests
     prefix = "fd00:bad:bad:1::/64"
-    rogue.send_icmpv6(router_advertisement(prefix))
+    rogue.send_icmpv6(frames.router_advertisement(prefix))
     # It would be taken as soon as it arrived; give it a second to arrive.
     time.sleep(1.0)
     assert _in_prefix(victim, prefix) == []
@@ -543,7 +531,7 @@ def test_a_router_advertisement_from_a_vm_reaches_no_other_vm(site: Site) -> Non
 
     try:
         with site.unguarded():
-            rogue.send_icmpv6(router_advertisement(prefix))
+            rogue.send_icmpv6(frames.router_advertisement(prefix))
             wait_until("the unguarded prefix", lambda: bool(_in_prefix(victim, prefix)))
     finally:
         for address in _in_prefix(victim, prefix):
@@ -609,6 +597,165 @@ seen = {
 }
 print(json.dumps(seen))
 """
+
+
+# --- frames a VM forges, sent as they are ---------------------------------------------
+
+
+def _arrived(
+    site: Site, sent: list[bytes], markers: list[str], *, at: tuple[str, str] | None = None
+) -> dict[str, int]:
+    """How many frames carrying each marker reached `at` (a namespace and link; the
+    second guest's eth0 by default) when the first guest sent `sent` (each thrice)."""
+    namespace, link = at or (site.guests[1].namespace, "eth0")
+    with capture(namespace, link) as seen:
+        frames.send(site.guests[0].namespace, "eth0", sent)
+        time.sleep(0.5)
+    return {
+        marker: sum(marker.encode() in frame.raw for frame in seen.received) for marker in markers
+    }
+
+
+def test_dhcpv6_answers_reach_no_vm_whatever_port_they_come_from(site: Site) -> None:
+    rogue, victim = site.guests
+    source, destination = link_local(rogue.nic.mac), link_local(victim.nic.mac)
+
+    def datagram(source_port: int, port: int, marker: str) -> bytes:
+        body = frames.udp(source_port, port, marker.encode())
+        return frames.ipv6_frame(
+            rogue.nic.mac, victim.nic.mac, source, destination, proto=frames.UDP, body=body
+        )
+
+    sent = [datagram(547, 546, "from-547"), datagram(40000, 546, "from-40000"),
+            datagram(40000, 545, "control")]  # fmt: skip
+    seen = _arrived(site, sent, ["from-547", "from-40000", "control"])
+    assert seen == {"from-547": 0, "from-40000": 0, "control": 3}
+
+
+def test_a_vm_cannot_fail_a_neighbour_s_duplicate_address_detection(site: Site) -> None:
+    rogue, victim = site.guests
+    group, group_mac = frames.solicited_node(victim.address)
+
+    def solicitation(source: str, marker: str) -> bytes:
+        message = frames.neighbour_solicitation(victim.address, marker.encode())
+        return frames.ipv6_frame(
+            rogue.nic.mac, group_mac, source, group, proto=frames.ICMPV6, body=message
+        )
+
+    sent = [solicitation("::", "dad-probe"), solicitation(link_local(rogue.nic.mac), "lookup")]
+    # Only a solicitation from `::` fails the neighbour's detection; asking for its MAC
+    # from one's own address is what neighbours do.
+    assert _arrived(site, sent, ["dad-probe", "lookup"]) == {"dad-probe": 0, "lookup": 3}
+
+
+def test_icmpv6_in_fragments_reaches_no_vm(site: Site) -> None:
+    rogue, victim = site.guests
+    source = link_local(rogue.nic.mac)
+    split = frames.fragmented_icmpv6(
+        rogue.nic.mac,
+        frames.ALL_NODES_MAC,
+        source,
+        frames.ALL_NODES,
+        message=frames.router_advertisement("fd00:bad:bad:2::/64"),
+        marker=b"first-fragment",
+    )
+    control = frames.ipv6_frame(
+        rogue.nic.mac,
+        victim.nic.mac,
+        source,
+        link_local(victim.nic.mac),
+        proto=frames.UDP,
+        body=frames.udp(40000, 9, b"control"),
+    )
+    seen = _arrived(site, [*split, control], ["first-fragment", "control"])
+    assert seen == {"first-fragment": 0, "control": 3}
+
+
+def test_only_ipv6_arp_and_ipv4_leave_a_vm_and_never_with_a_vlan_tag(site: Site) -> None:
+    rogue, victim = site.guests
+    inner = frames.ipv6(
+        link_local(rogue.nic.mac), link_local(victim.nic.mac), frames.UDP,
+        frames.udp(40000, 9, b"tagged"),
+    )  # fmt: skip
+    sent = [
+        frames.ethernet(rogue.nic.mac, victim.nic.mac, frames.ETHER_VLAN,
+                        frames.vlan(7, frames.ETHER_IPV6, inner)),
+        frames.ethernet(rogue.nic.mac, victim.nic.mac, 0x88B5, b"local-ether-type"),
+    ]  # fmt: skip
+    assert _arrived(site, sent, ["tagged", "local-ether-type"]) == {
+        "tagged": 0,
+        "local-ether-type": 0,
+    }
+
+
+def test_ipv4_leaves_a_vm_only_from_a_link_local_address_to_the_metadata_service(
+    site: Site,
+) -> None:
+    rogue, victim = site.guests
+    bridge_mac = stable_mac(site.network.bridge, 0)
+    sent = [
+        frames.ipv4_udp(rogue.nic.mac, victim.nic.mac, rogue.ipv4, victim.ipv4,
+                        destination_port=9, payload=b"to-a-neighbour"),
+        frames.ipv4_udp(rogue.nic.mac, bridge_mac, "10.1.2.3", METADATA_IPV4,
+                        destination_port=9, payload=b"from-no-link-local"),
+        frames.ipv4_udp(rogue.nic.mac, bridge_mac, METADATA_IPV4, METADATA_IPV4,
+                        destination_port=9, payload=b"as-the-service"),
+        frames.ipv4_udp(rogue.nic.mac, bridge_mac, rogue.ipv4, METADATA_IPV4,
+                        destination_port=9, payload=b"to-the-service"),
+    ]  # fmt: skip
+    markers = ["to-a-neighbour", "from-no-link-local", "as-the-service", "to-the-service"]
+    assert _arrived(site, sent, markers[:1]) == {"to-a-neighbour": 0}
+    assert _arrived(site, sent, markers[1:], at=(site.host, site.network.bridge)) == {
+        "from-no-link-local": 0,
+        "as-the-service": 0,
+        "to-the-service": 3,
+    }
+
+
+def test_arp_leaves_a_vm_only_with_its_own_mac_and_a_link_local_address(site: Site) -> None:
+    rogue, victim = site.guests
+
+    def reply(sender_mac: str, sender_ip: str) -> bytes:
+        return frames.arp_reply(rogue.nic.mac, sender_mac, sender_ip, victim.nic.mac, victim.ipv4)
+
+    sent = [
+        reply(rogue.nic.mac, METADATA_IPV4),  # the service's address
+        reply(victim.nic.mac, rogue.ipv4),  # another MAC than the frame's
+        reply(rogue.nic.mac, "10.1.2.3"),  # not a link-local address
+        reply(rogue.nic.mac, rogue.ipv4),
+    ]
+    with capture(victim.namespace, "eth0") as seen:
+        frames.send(rogue.namespace, "eth0", sent)
+        time.sleep(0.5)
+    arrived = [frame.raw[14:] for frame in seen.received if frame.ether_type == frames.ETHER_ARP]
+    assert arrived == [sent[3][14:]] * 3
+
+
+def test_a_tap_the_guard_does_not_know_sends_nothing(site: Site) -> None:
+    victim = site.guests[1]
+    stranger = f"nbt-{site.run_id}-x"
+    tap = f"nt{site.run_id}x"
+    mac = "02:6e:62:00:00:78"
+    run("ip", "netns", "add", stranger)
+    try:
+        run("ip", "link", "add", tap, "netns", site.host, "type", "veth",
+            "peer", "name", "eth0", "netns", stranger)  # fmt: skip
+        run("ip", "-n", stranger, "link", "set", "eth0", "address", mac, "up")
+        run("ip", "-n", site.host, "link", "set", tap, "master", site.network.bridge, "up")
+        frame = frames.ipv6_frame(
+            mac,
+            victim.nic.mac,
+            link_local(mac),
+            link_local(victim.nic.mac),
+            proto=frames.UDP,
+            body=frames.udp(40000, 9, b"unknown-tap"),
+        )
+        with capture(victim.namespace, "eth0") as seen:
+            frames.send(stranger, "eth0", [frame])
+            time.sleep(0.5)
+        assert [f for f in seen.received if b"unknown-tap" in f.raw] == []
+    finally:
+        _remove_namespaces([stranger])
 
 
 def test_the_bridge_and_taps_converge_and_are_listed(site: Site) -> None:

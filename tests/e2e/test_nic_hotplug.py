@@ -35,7 +35,16 @@ from nubis.agent.qemu.monitor import Monitor
 from nubis.agent.qemu.paths import VmPaths
 from nubis.agent.seed import write_seed
 from nubis.images import guest
-from nubis.protocol import NETWORK_MTU, HostNetwork, ImageRef, Ipam, Network, Nic, VmSpec
+from nubis.protocol import (
+    NETWORK_MTU,
+    FirewallRule,
+    HostNetwork,
+    ImageRef,
+    Ipam,
+    Network,
+    Nic,
+    VmSpec,
+)
 from tests.e2e.namespaces import ping_argv
 
 TOOLS = (
@@ -58,9 +67,9 @@ ADDRESS_TIMEOUT = 30.0
 UNPLUG_TIMEOUT = 30.0
 MIB = 1024 * 1024
 
-# In the namespace: the bridges, the taps, the guard of the NICs on the host bridge
-# (which marks their frames for the metadata service), radvd on the host and the auto
-# network, the service.
+# In the namespace: the bridges, the taps, the guard of every NIC (as the agent guards
+# them; it marks the host bridge's frames for the metadata service), radvd on the host
+# and the auto network, the service.
 HOST = """
 import json, sys
 from pathlib import Path
@@ -75,15 +84,16 @@ vm = VmSpec.model_validate(data["vm"])
 links.ensure_bridge(host)
 for network in networks.values():
     links.ensure_project_bridge(network)
-on_host = []
+guarded = []
 for nic in vm.nics:
     bridge = host.bridge if nic.network is None else networks[nic.network].bridge
     bridge = data["bridges"].get(nic.tap, bridge)
     links.ensure_tap(nic.tap, bridge, nic.mtu)
-    if bridge == host.bridge:
-        on_host.append(nic.model_copy(update={"network": None}))
-# The NICs on the host bridge are guarded, which marks their frames for the service.
-guard.apply(guard.ruleset(guard.guarded([vm.model_copy(update={"nics": on_host})])))
+    # A NIC put on the host bridge is guarded as the host network's: its frames are
+    # marked for the metadata service.
+    guarded.append(nic.model_copy(update={"network": None}) if bridge == host.bridge else nic)
+vm_as_plugged = vm.model_copy(update={"nics": guarded})
+guard.apply(guard.ruleset(guard.guarded([vm_as_plugged], networks.values())))
 state = Path(data["state_dir"])
 Radvd(state, host.bridge).ensure(host)
 for network in networks.values():
@@ -224,6 +234,8 @@ def site() -> Iterator[Site]:
             gateway=prefix.replace("/64", "1"),
             mac=stable_mac(f"nb{run_id}{letter}", 0),
             mtu=NETWORK_MTU,
+            # The host pings the guest from outside the network: its firewall lets it.
+            rules=[FirewallRule(protocol="icmp", source="::/0")],
         )
 
     site = Site(

@@ -27,7 +27,10 @@ import pytest
 
 from nubis.agent.net.addresses import eui64_address, link_local, stable_mac
 from nubis.protocol import (
+    PROBE_PORT,
+    VXLAN_PORT,
     Desired,
+    FdbEntry,
     FirewallRule,
     HostNetwork,
     ImageRef,
@@ -36,6 +39,8 @@ from nubis.protocol import (
     Nic,
     VmSpec,
 )
+from tests.e2e import frames
+from tests.e2e.frames import ipv6_frame, udp
 from tests.e2e.namespaces import PING
 
 pytestmark = pytest.mark.skipif(
@@ -100,16 +105,6 @@ while time.monotonic() < deadline:
 print(json.dumps(seen), flush=True)
 """
 
-# Sends raw Ethernet frames (hex, one an argument) on eth0.
-SEND_FRAMES = """
-import socket, sys
-frames = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-frames.bind(("eth0", 0))
-for _ in range(3):
-    for frame in sys.argv[1:]:
-        frames.send(bytes.fromhex(frame))
-"""
-
 # Accepts TCP connections on the given ports until its standard input ends.
 LISTEN = """
 import socket, sys, threading
@@ -150,6 +145,37 @@ while time.monotonic() < deadline:
     for probe in batch:
         probe.close()
 print(json.dumps({"tried": tried, "connected": connected}), flush=True)
+"""
+
+# Counts the UDP datagrams that arrive on each of the given ports, for SECONDS.
+SINK = """
+import json, select, socket, sys, time
+seconds, ports = float(sys.argv[1]), [int(port) for port in sys.argv[2:]]
+sockets = {}
+for port in ports:
+    sink = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sink.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sink.bind(("::", port))
+    sockets[sink] = port
+print("ready", flush=True)
+seen = {str(port): 0 for port in ports}
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    ready, _, _ = select.select(list(sockets), [], [], 0.1)
+    for sink in ready:
+        sink.recv(65536)
+        seen[str(sockets[sink])] += 1
+print(json.dumps(seen), flush=True)
+"""
+
+# Sends one UDP datagram (hex) from SOURCE to [DESTINATION]:PORT, thrice.
+SEND_UDP = """
+import socket, sys
+source, destination, port, payload = sys.argv[1:]
+sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+sender.bind((source, 0))
+for _ in range(3):
+    sender.sendto(bytes.fromhex(payload), (destination, int(port)))
 """
 
 CONNECT = """
@@ -207,39 +233,9 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 5.0) -> No
         time.sleep(0.2)
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ipv6_frame(
-    source_mac: str, destination_mac: str, source: str, destination: str, *, proto: int, body: bytes
-) -> bytes:
-    """An Ethernet frame holding an IPv6 packet; UDP and ICMPv6 get their checksum."""
-    src, dst = ipaddress.IPv6Address(source).packed, ipaddress.IPv6Address(destination).packed
-    if proto in (17, 58):
-        checksum_at = 6 if proto == 17 else 2
-        pseudo = src + dst + len(body).to_bytes(4, "big") + bytes([0, 0, 0, proto])
-        value = _checksum(pseudo + body)
-        body = body[:checksum_at] + value.to_bytes(2, "big") + body[checksum_at + 2 :]
-    header = bytes([0x60, 0, 0, 0]) + len(body).to_bytes(2, "big") + bytes([proto, 255])
-    ethernet = bytes.fromhex(destination_mac.replace(":", "") + source_mac.replace(":", ""))
-    return ethernet + b"\x86\xdd" + header + src + dst + body
-
-
-def udp(marker: str, port: int = 9) -> bytes:
-    payload = marker.encode()
-    return (
-        (40000).to_bytes(2, "big")
-        + port.to_bytes(2, "big")
-        + (8 + len(payload)).to_bytes(2, "big")
-        + bytes(2)
-        + payload
-    )
+def marked(marker: str, port: int = 9) -> bytes:
+    """A UDP datagram to `port` carrying `marker`."""
+    return udp(40000, port, marker.encode())
 
 
 @dataclass
@@ -291,9 +287,28 @@ class Fabric:
         guests = [guest.namespace for guest in self.guests.values()]
         return [*self.hosts.values(), *guests, self.underlay]
 
+    def seen_from(self, host: str, network: Network) -> Network:
+        """`network` as `host` is told of it: the other hosts with a guest in it, and
+        where each of their guests' MACs is."""
+        others = sorted(
+            (guest for guest in self.guests.values() if guest.nic.network == network.id),
+            key=lambda guest: guest.nic.mac,
+        )
+        others = [guest for guest in others if guest.host != host]
+        return network.model_copy(
+            update={
+                "remotes": sorted({self.addresses[guest.host] for guest in others}),
+                "fdb": [
+                    FdbEntry(mac=guest.nic.mac, remote=self.addresses[guest.host])
+                    for guest in others
+                ],
+            }
+        )
+
     def desired(self, host: str, network_a: Network | None = None, **a_changes: object) -> Desired:
         """What `host` is to run: its guests, in the networks they are in."""
-        a = (network_a or self.network_a).model_copy(update=a_changes)
+        a = self.seen_from(host, network_a or self.network_a).model_copy(update=a_changes)
+        b = self.seen_from(host, self.network_b)
         vms = [guest.vm for guest in self.guests.values() if guest.host == host]
         in_use = {nic.network for vm in vms for nic in vm.nics}
         return Desired(
@@ -303,13 +318,15 @@ class Fabric:
                 prefix=f"fd00:6e75:75f{HOSTS.index(host)}::/64",
                 gateway=f"fd00:6e75:75f{HOSTS.index(host)}::1",
             ),
-            networks=[network for network in (a, self.network_b) if network.id in in_use],
+            networks=[network for network in (a, b) if network.id in in_use],
             vms=vms,
         )
 
     def unicast(self, host: str, remotes: list[str] | None = None) -> Desired:
-        others = [address for name, address in self.addresses.items() if name != host]
-        return self.desired(host, group=None, remotes=others if remotes is None else remotes)
+        """Network a flooding by head-end replication, to its other hosts or `remotes`."""
+        if remotes is None:
+            return self.desired(host, group=None)
+        return self.desired(host, group=None, remotes=remotes)
 
     def command(self, host: str, command: dict[str, object]) -> dict[str, object]:
         driver = self.drivers[host]
@@ -485,7 +502,7 @@ def test_the_bridge_is_the_same_anycast_gateway_on_every_host(fabric: Fabric) ->
         vxlan = json.loads(run("ip", "-n", namespace, "-j", "-d", "link", "show", network.vxlan))
         info = vxlan[0]["linkinfo"]["info_data"]
         assert (info["id"], info["group6"], info["port"]) == (network.vni, network.group, 4789)
-        assert (info["link"], info["learning"]) == ("ul0", True)
+        assert (info["link"], info["learning"]) == ("ul0", False)
         assert vxlan[0]["master"] == network.bridge
 
 
@@ -520,7 +537,7 @@ def test_the_guard_stops_forged_frames_and_router_advertisements(fabric: Fabric)
         rogue.address,
         victim.address,
         proto=17,
-        body=udp("forged-mac"),
+        body=marked("forged-mac"),
     )
     forged_source = ipv6_frame(
         rogue.nic.mac,
@@ -528,7 +545,7 @@ def test_the_guard_stops_forged_frames_and_router_advertisements(fabric: Fabric)
         eui64_address(PREFIX_A, "02:de:ad:00:00:02"),
         victim.address,
         proto=17,
-        body=udp("forged-source"),
+        body=marked("forged-source"),
     )
     prefix = ipaddress.IPv6Network("fd00:bad:bad:1::/64")
     advert = (
@@ -541,16 +558,117 @@ def test_the_guard_stops_forged_frames_and_router_advertisements(fabric: Fabric)
         rogue.nic.mac, "33:33:00:00:00:01", own, "ff02::1", proto=58, body=advert
     )
     control = ipv6_frame(
-        rogue.nic.mac, victim.nic.mac, rogue.address, victim.address, proto=17, body=udp("control")
+        rogue.nic.mac,
+        victim.nic.mac,
+        rogue.address,
+        victim.address,
+        proto=17,
+        body=marked("control"),
     )
     markers = ["forged-mac", "forged-source", "rogue-ra-", "control"]
     capture = start(victim.namespace, CAPTURE, json.dumps(markers), "3")
-    frames = [frame.hex() for frame in (forged_mac, forged_source, router_advert, control)]
-    python_in(rogue.namespace, SEND_FRAMES, *frames)
+    frames.send(rogue.namespace, "eth0", [forged_mac, forged_source, router_advert, control])
     seen = json.loads(finish(capture))
     assert seen["control"] > 0
     assert seen == {**seen, "forged-mac": 0, "forged-source": 0, "rogue-ra-": 0}
     assert not [a for a in victim.addresses() if ipaddress.IPv6Address(a) in prefix]
+
+
+def _marked_frame(network: Network, marker: str) -> bytes:
+    """A broadcast frame inside `network`, as a guest of it would send it."""
+    mac = "02:6e:62:00:00:99"
+    source = link_local(mac)
+    return ipv6_frame(mac, frames.BROADCAST_MAC, source, "ff02::1", proto=17, body=marked(marker))
+
+
+def test_a_guest_s_vxlan_toward_a_host_reaches_no_network(fabric: Fabric) -> None:
+    a1, b1, b2 = (fabric.guests[name] for name in ("a1", "b1", "b2"))
+    network_a, network_b = fabric.network_a, fabric.network_b
+    into_b = frames.vxlan(network_b.vni, _marked_frame(network_b, "injected"))
+    into_a = frames.vxlan(network_a.vni, _marked_frame(network_a, "injected"))
+    targets = [network_a.gateway or "", fabric.addresses["h1"], fabric.addresses["h2"]]
+    forged = [
+        ipv6_frame(
+            a1.nic.mac,
+            network_a.mac,
+            a1.address,
+            target,
+            proto=17,
+            body=udp(40000, VXLAN_PORT, datagram),
+        )
+        for target in targets
+        for datagram in (into_b, into_a)
+    ]
+    honest = ipv6_frame(
+        b2.nic.mac, b1.nic.mac, b2.address, b1.address, proto=17, body=marked("honest")
+    )
+    captures = [start(guest.namespace, CAPTURE, json.dumps(["injected", "honest"]), "3")
+                for guest in (b1, b2, fabric.guests["a2"])]  # fmt: skip
+    frames.send(a1.namespace, "eth0", forged)
+    frames.send(b2.namespace, "eth0", [honest])
+    seen = [json.loads(finish(capture)) for capture in captures]
+    assert seen[0] == {"injected": 0, "honest": 3}
+    assert [entry["injected"] for entry in seen[1:]] == [0, 0]
+
+
+def test_a_guest_reaches_no_host_s_vxlan_or_probe_port(fabric: Fabric) -> None:
+    a1 = fabric.guests["a1"]
+    gateway = fabric.network_a.gateway or ""
+    sink = start(fabric.hosts["h1"], SINK, "3", str(PROBE_PORT), str(PROBE_PORT + 1))
+    for port in (PROBE_PORT, PROBE_PORT + 1):
+        python_in(a1.namespace, SEND_UDP, a1.address, gateway, str(port), b"knock".hex())
+    assert json.loads(finish(sink)) == {str(PROBE_PORT): 0, str(PROBE_PORT + 1): 3}
+
+
+def test_vxlan_is_taken_only_from_the_hosts_that_share_the_network(fabric: Fabric) -> None:
+    a1 = fabric.guests["a1"]
+    stranger = str(UNDERLAY[99])
+    run("ip", "-n", fabric.underlay, "addr", "add", f"{stranger}/64", "dev", "ul", "nodad")
+    datagram = frames.vxlan(fabric.network_a.vni, _marked_frame(fabric.network_a, "stranger"))
+    capture = start(a1.namespace, CAPTURE, json.dumps(["stranger"]), "3")
+    h1 = fabric.addresses["h1"]
+    python_in(fabric.underlay, SEND_UDP, stranger, h1, str(VXLAN_PORT), datagram.hex())
+    assert json.loads(finish(capture)) == {"stranger": 0}
+    # The same datagram from h2, which has a guest of the network, arrives.
+    capture = start(a1.namespace, CAPTURE, json.dumps(["stranger"]), "3")
+    h2 = fabric.addresses["h2"]
+    python_in(fabric.hosts["h2"], SEND_UDP, h2, h1, str(VXLAN_PORT), datagram.hex())
+    assert json.loads(finish(capture)) == {"stranger": 3}
+
+
+def test_each_host_is_told_where_the_other_hosts_guests_are(fabric: Fabric) -> None:
+    vxlan = fabric.network_a.vxlan
+    for host, namespace in fabric.hosts.items():
+        listed = json.loads(run("ip", "netns", "exec", namespace, "bridge", "-j", "fdb", "show",
+                                "dev", vxlan))  # fmt: skip
+        told = {(entry["mac"], entry["dst"]) for entry in listed if "dst" in entry}
+        others = {
+            (guest.nic.mac, fabric.addresses[guest.host])
+            for guest in fabric.guests.values()
+            if guest.name[0] == "a" and guest.host != host
+        }
+        assert told == {*others, ("00:00:00:00:00:00", fabric.network_a.group)}
+
+
+def test_the_guard_is_put_back_when_another_program_flushes_the_ruleset(fabric: Fabric) -> None:
+    rogue, victim = fabric.guests["a1"], fabric.guests["a2"]
+    desired = fabric.desired("h1")
+    fabric.converge("h1", desired)
+    forged = ipv6_frame(
+        "02:de:ad:00:00:03", victim.nic.mac, rogue.address, victim.address,
+        proto=17, body=marked("after-flush"),
+    )  # fmt: skip
+
+    def arrived() -> int:
+        capture = start(victim.namespace, CAPTURE, json.dumps(["after-flush"]), "2")
+        frames.send(rogue.namespace, "eth0", [forged])
+        return int(json.loads(finish(capture))["after-flush"])
+
+    run("ip", "netns", "exec", fabric.hosts["h1"], "nft", "flush", "ruleset")
+    assert arrived() == 3  # as `systemctl restart nftables` leaves a host
+    fabric.converge("h1", desired)  # the next pass, with nothing changed
+    assert arrived() == 0
+    assert rogue.pings(victim.address)
 
 
 def _listen(fabric: Fabric, guest: Guest) -> None:
@@ -592,6 +710,39 @@ def test_changing_the_rules_never_opens_a_closed_port(fabric: Fabric) -> None:
     assert through_open["connected"] > 100
     fabric.converge("h1", fabric.desired("h1"))
     assert succeeds_in(host, CONNECT, a1.address, str(OPEN_PORT), "3")
+
+
+def test_rules_open_udp_ranges_icmp_and_everything_to_the_sources_they_name(
+    fabric: Fabric,
+) -> None:
+    a1, b1 = fabric.guests["a1"], fabric.guests["b1"]
+    if not fabric.servers:
+        _listen(fabric, a1)
+    host = fabric.hosts["h1"]
+    from_b = FirewallRule(protocol="udp", port_min=5000, port_max=5001, source=PREFIX_B)
+    pings = FirewallRule(protocol="icmp", source="::/0")
+
+    def udp_reaching_a1(sender: str, source: str) -> dict[str, int]:
+        sink = start(a1.namespace, SINK, "2", "5000", "5001", "5002")
+        for port in ("5000", "5001", "5002"):
+            python_in(sender, SEND_UDP, source, a1.address, port, b"knock".hex(), check=False)
+        answer: dict[str, int] = json.loads(finish(sink))
+        return answer
+
+    fabric.converge("h1", fabric.desired("h1", rules=[from_b, pings]))
+    try:
+        assert b1.pings(a1.address)
+        assert udp_reaching_a1(b1.namespace, b1.address) == {"5000": 3, "5001": 3, "5002": 0}
+        # The host speaks from the network's gateway, which is not in network b.
+        gateway = fabric.network_a.gateway or ""
+        assert udp_reaching_a1(host, gateway) == {"5000": 0, "5001": 0, "5002": 0}
+        everything = FirewallRule(protocol="any", source=PREFIX_B)
+        fabric.converge("h1", fabric.desired("h1", rules=[everything]))
+        assert udp_reaching_a1(b1.namespace, b1.address) == {"5000": 3, "5001": 3, "5002": 3}
+        assert b1.pings(a1.address)
+        assert not succeeds_in(host, CONNECT, a1.address, str(OPEN_PORT), "1")
+    finally:
+        fabric.converge("h1", fabric.desired("h1"))
 
 
 def test_unicast_flooding_follows_the_remotes(fabric: Fabric) -> None:

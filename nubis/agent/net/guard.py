@@ -13,12 +13,19 @@ destination (another VM, the host, the outside), so one place decides. Per tap:
 - IPv6 must come from the NIC's address, its EUI-64 link-local or `::` (duplicate
   address detection, which may only carry neighbour solicitations and MLD reports);
   neighbour advertisements may only speak for those addresses (else a VM could make
-  the host send it another VM's traffic); router advertisements, redirects and DHCPv6
-  server answers are dropped;
+  the host send it another VM's traffic), and so may the solicitations of duplicate
+  address detection (else a VM could make a neighbour's address fail it at boot);
+  router advertisements, redirects and DHCPv6 answers (to the client port, 546,
+  whatever port they claim to come from) are dropped, and so is ICMPv6 that comes in
+  fragments: neighbour discovery is never fragmented (RFC 6980), and a first fragment
+  without the ICMPv6 header would hide an advertisement's type from the rules above
+  (RFC 7113);
 - IPv4 is for the metadata service only, the network being IPv6-only: a guest may
   reach 169.254.169.254 from a link-local (169.254/16) address, and ARP only with its
-  own MAC and such an address; everything else IPv4, DHCP server answers included, is
-  dropped.
+  own MAC and such an address; everything else IPv4, DHCP answers included, is
+  dropped;
+- a frame from a tap the guard does not know (made, but not yet or no longer desired)
+  is dropped.
 
 In the other direction, an answer of the metadata service (source 169.254.169.254 or
 fe80::a9fe:a9fe) carrying a VM's mark leaves only through that VM's taps: a VM that
@@ -46,26 +53,52 @@ family (CONFIG_NF_CONNTRACK_BRIDGE). It splits the world in two:
   whose address (or link-local address) it is for, which accepts what the network's
   and the VM's rules open and drops the rest. A packet for no NIC's address is dropped.
 
+The same table keeps the host's underlay to itself: nothing a VM sends (through any
+of the agent's bridges) reaches the host's VXLAN or peer-probe ports, nor those of the
+other hosts it knows, and VXLAN is taken only from the underlay addresses of the hosts
+that share a project network with this one (`remotes`). The kernel's VXLAN socket
+decapsulates by VNI alone: a datagram a VM sent to port 4789 would otherwise land,
+"inside", on another tenant's bridge.
+
 Both tables are replaced in one `nft -f` transaction, so no packet ever meets a half
-made or missing ruleset, nor a firewall that is open while its rules change.
+made or missing ruleset, nor a firewall that is open while its rules change. Whoever
+else changes the ruleset (`systemctl restart nftables` flushes all of it) is noticed
+by the ruleset's generation, and the tables are put back (`Applied`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pyroute2.netlink import NLM_F_REQUEST  # type: ignore[import-untyped]
+from pyroute2.netlink.nfnetlink import nfgen_msg  # type: ignore[import-untyped]
+from pyroute2.netlink.nfnetlink.nftsocket import (  # type: ignore[import-untyped]
+    NFT_MSG_GETGEN,
+    NFT_MSG_GETTABLE,
+    NFTSocket,
+)
+
 from nubis.agent.net.addresses import METADATA_IPV4, METADATA_IPV6, link_local
 from nubis.agent.net.metadata import mark_of
-from nubis.protocol import MAC_PATTERN, FirewallRule, Network, VmSpec
+from nubis.protocol import MAC_PATTERN, PROBE_PORT, VXLAN_PORT, FirewallRule, Network, VmSpec
+
+log = logging.getLogger(__name__)
 
 TABLE = "bridge nubis_guard"
 FIREWALL_TABLE = "inet nubis_firewall"
 VXLAN_PORTS = '"nx*"'
 """Every VXLAN device of the agent's (links.VXLAN_PREFIX), as nft matches a name."""
+BRIDGES = '"nb*"'
+"""Every bridge of the agent's (links.BRIDGE_PREFIX): what comes in by one came from a VM
+(or through a VM's network)."""
+TAPS = '"nt*"'
+"""Every tap of the agent's (links.TAP_PREFIX)."""
+UNDERLAY_PORTS = f"{{ {VXLAN_PORT}, {PROBE_PORT} }}"
 
 _TAP = re.compile(r"^nt[0-9a-z]{1,13}$")
 _BRIDGE = re.compile(r"^nb[0-9a-z-]{1,13}$")
@@ -214,9 +247,6 @@ def _hex128(address: str) -> str:
 def _tap_chains(nic: GuardedNic) -> str:
     if nic.in_project_network:
         return _project_tap_chains(nic)
-    assert nic.address is not None
-    own = f"{{ {nic.address}, {link_local(nic.mac)}, :: }}"
-    targets = f"{{ {_hex128(nic.address)}, {_hex128(link_local(nic.mac))} }}"
     tap = nic.tap
     return f"""\
   chain from_{tap} {{
@@ -226,7 +256,7 @@ def _tap_chains(nic: GuardedNic) -> str:
 ip : jump from_{tap}_ip }}
     drop
   }}
-{_ip6_chain(nic, own, targets)}\
+{_ip6_chains(nic)}\
   chain from_{tap}_arp {{
     arp saddr ether != {nic.mac} drop
     arp saddr ip {METADATA_IPV4} drop
@@ -234,7 +264,6 @@ ip : jump from_{tap}_ip }}
     accept
   }}
   chain from_{tap}_ip {{
-    udp sport 67 drop
     ip saddr {METADATA_IPV4} drop
     ip saddr 169.254.0.0/16 ip daddr {METADATA_IPV4} accept
     drop
@@ -246,17 +275,27 @@ ip : jump from_{tap}_ip }}
 """
 
 
-def _ip6_chain(nic: GuardedNic, own: str, targets: str) -> str:
+def _ip6_chains(nic: GuardedNic) -> str:
+    """What a NIC may send over IPv6: from its own addresses; from `::` only the
+    solicitations of duplicate address detection for those addresses, and MLD reports."""
+    addresses = _own(nic)
+    own = f"{{ {', '.join([*addresses, '::'])} }}"
+    targets = f"{{ {', '.join(_hex128(address) for address in addresses)} }}"
     tap = nic.tap
     return f"""\
   chain from_{tap}_ip6 {{
     ip6 saddr != {own} drop
-    ip6 saddr :: meta l4proto != ipv6-icmp drop
-    ip6 saddr :: icmpv6 type != {{ nd-neighbor-solicit, mld2-listener-report }} drop
+    ip6 saddr :: jump from_{tap}_unspecified
     icmpv6 type {{ nd-router-advert, nd-redirect }} drop
     icmpv6 type nd-neighbor-advert {_ICMPV6_TARGET} != {targets} drop
-    udp sport 547 drop
+    udp dport 546 drop
+    exthdr frag exists jump fragment
     accept
+  }}
+  chain from_{tap}_unspecified {{
+    icmpv6 type mld2-listener-report return
+    icmpv6 type nd-neighbor-solicit {_ICMPV6_TARGET} {targets} return
+    drop
   }}
 """
 
@@ -268,9 +307,6 @@ def _own(nic: GuardedNic) -> list[str]:
 
 
 def _project_tap_chains(nic: GuardedNic) -> str:
-    addresses = _own(nic)
-    own = f"{{ {', '.join([*addresses, '::'])} }}"
-    targets = f"{{ {', '.join(_hex128(address) for address in addresses)} }}"
     tap = nic.tap
     return f"""\
   chain from_{tap} {{
@@ -279,13 +315,78 @@ def _project_tap_chains(nic: GuardedNic) -> str:
     ether type ip6 jump from_{tap}_ip6
     drop
   }}
-{_ip6_chain(nic, own, targets)}\
+{_ip6_chains(nic)}\
 """
 
 
-def ruleset(nics: Iterable[GuardedNic]) -> str:
+# ICMPv6 in fragments: a non-first fragment (its next header is ICMPv6), or a first one
+# (the ICMPv6 header may not be in it). A first fragment whose header chain ends beyond
+# it has no known protocol at all: `!= ipv6-icmp` does not match it either, so it is
+# dropped too.
+_FRAGMENT_CHAIN = """\
+  chain fragment {
+    meta l4proto != ipv6-icmp return
+    drop
+  }
+"""
+
+
+@dataclass(frozen=True)
+class Underlay:
+    """What the guard knows of the underlay: the other hosts' addresses."""
+
+    remotes: tuple[str, ...] = ()
+    """Those VXLAN is taken from: the hosts that share a project network with this one."""
+    hosts: tuple[str, ...] = ()
+    """Every other host this one knows of (its peers and its remotes): no VM's traffic
+    reaches their underlay ports through this host."""
+
+    def __post_init__(self) -> None:
+        # The ruleset is text for nft: nothing but checked values may reach it.
+        for address in (*self.remotes, *self.hosts):
+            parsed = ipaddress.ip_address(address)
+            if str(parsed) != address or getattr(parsed, "scope_id", None) is not None:
+                raise ValueError(f"not an address in its normal form: {address!r}")
+
+    @classmethod
+    def of(cls, networks: Iterable[Network], peers: Iterable[str] = ()) -> Underlay:
+        remotes = sorted({str(ipaddress.ip_address(r)) for n in networks for r in n.remotes})
+        hosts = sorted({*remotes, *(str(ipaddress.ip_address(p)) for p in peers)})
+        return cls(tuple(remotes), tuple(hosts))
+
+
+def _by_family(addresses: Iterable[str]) -> dict[str, list[str]]:
+    """IPv6 and IPv4 addresses apart, as nft's `ip6` and `ip` take them."""
+    found: dict[str, list[str]] = {"ip6": [], "ip": []}
+    for address in addresses:
+        found["ip6" if ipaddress.ip_address(address).version == 6 else "ip"].append(address)
+    return found
+
+
+def _underlay_rules(underlay: Underlay) -> tuple[str, str]:
+    """The input and forward rules that keep VMs off the underlay ports, and VXLAN to
+    the remotes."""
+    family = {"ip6": "ipv6", "ip": "ipv4"}
+    from_vms = f"iifname {BRIDGES} udp dport {UNDERLAY_PORTS}"
+    into = [f"    {from_vms} drop"]
+    for protocol, remotes in _by_family(underlay.remotes).items():
+        if remotes:
+            into.append(
+                f"    udp dport {VXLAN_PORT} {protocol} saddr != {{ {', '.join(remotes)} }} drop"
+            )
+        else:
+            into.append(f"    meta nfproto {family[protocol]} udp dport {VXLAN_PORT} drop")
+    through = [
+        f"    {from_vms} {protocol} daddr {{ {', '.join(hosts)} }} drop"
+        for protocol, hosts in _by_family(underlay.hosts).items()
+        if hosts
+    ]
+    return "".join(f"{line}\n" for line in into), "".join(f"{line}\n" for line in through)
+
+
+def ruleset(nics: Iterable[GuardedNic], underlay: Underlay | None = None) -> str:
     """The nft script that replaces the guard and firewall tables by ones guarding
-    exactly `nics`.
+    exactly `nics` (and the underlay, as `underlay` knows it).
 
     Creating each table before deleting it makes the delete succeed on a host that has
     none yet; the whole script runs as one transaction.
@@ -302,6 +403,7 @@ def ruleset(nics: Iterable[GuardedNic]) -> str:
     if nics:
         entries = ", ".join(f'"{tap}" : jump from_{tap}' for tap in taps)
         lines.append(f"    iifname vmap {{ {entries} }}")
+    lines.append(f"    iifname {TAPS} drop")
     lines.append("  }")
     # The host's own frames toward a host network's tap, and never through a VXLAN
     # port (nor in from one): another host's VMs have their own router.
@@ -317,15 +419,15 @@ def ruleset(nics: Iterable[GuardedNic]) -> str:
     lines.append("    type filter hook input priority 0; policy accept;")
     lines.append(f"    iifname {VXLAN_PORTS} drop")
     lines.append("  }")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + _FRAGMENT_CHAIN
     for nic in nics:
         text += _tap_chains(nic)
-    return text + "}\n" + _firewall(nics)
+    return text + "}\n" + _firewall(nics, underlay or Underlay())
 
 
-def _firewall(nics: list[GuardedNic]) -> str:
-    """The firewall table: what the host routes or sends into a project network's
-    bridge, per NIC (found by its destination address)."""
+def _firewall(nics: list[GuardedNic], underlay: Underlay) -> str:
+    """The firewall table: the underlay kept from VMs, and what the host routes or
+    sends into a project network's bridge, per NIC (found by its destination address)."""
     bridges: dict[str, list[GuardedNic]] = {}
     for nic in nics:
         if nic.bridge is not None:
@@ -334,10 +436,16 @@ def _firewall(nics: list[GuardedNic]) -> str:
     if bridges:
         entries = ", ".join(f'"{bridge}" : jump into_{bridge}' for bridge in sorted(bridges))
         hooks = f"    oifname vmap {{ {entries} }}\n"
+    into, through = _underlay_rules(underlay)
     text = f"""\
 table {FIREWALL_TABLE} {{
+  chain input {{
+    type filter hook input priority 0; policy accept;
+{into}\
+  }}
   chain forward {{
     type filter hook forward priority 0; policy accept;
+{through}\
 {hooks}\
   }}
   chain output {{
@@ -403,3 +511,64 @@ def _nft(script: str, *options: str) -> None:
 
 def remove() -> None:
     apply(removal())
+
+
+_FAMILIES = {1: "inet", 7: "bridge"}
+"""nftables' protocol family numbers (NFPROTO_INET, NFPROTO_BRIDGE) by nft's names."""
+
+
+def generation() -> int:
+    """The ruleset's generation: it grows with every change anyone makes to any table
+    of this network namespace. One netlink request, no process."""
+    with NFTSocket() as nft:
+        answer = nft.request_get(nfgen_msg(), NFT_MSG_GETGEN, msg_flags=NLM_F_REQUEST)
+    return int(answer[0].get_attr("NFTA_GEN_ID"))
+
+
+def tables() -> dict[str, int]:
+    """The guard's and the firewall's tables present now, with the handle each was made
+    with (a table made again has another)."""
+    with NFTSocket(nfgen_family=0) as nft:
+        found = nft.request_get(nfgen_msg(), NFT_MSG_GETTABLE)
+    present = {
+        f"{_FAMILIES.get(table['nfgen_family'])} {table.get_attr('NFTA_TABLE_NAME')}": int(
+            table.get_attr("NFTA_TABLE_HANDLE")
+        )
+        for table in found
+    }
+    return {name: handle for name, handle in present.items() if name in (TABLE, FIREWALL_TABLE)}
+
+
+class Applied:
+    """The guard as this process last applied it, put back when anyone removed it.
+
+    `ensure` costs one netlink request while the ruleset's generation is the one seen
+    right after the guard was applied. When another program changed the ruleset since
+    (`systemctl restart nftables` flushes all of it), the guard's tables are looked up,
+    and applied again unless they are still the ones this process made.
+    """
+
+    def __init__(self) -> None:
+        self._script: str | None = None
+        self._generation: int | None = None
+        self._tables: dict[str, int] = {}
+
+    def ensure(self, script: str) -> bool:
+        """Make the guard `script` (from `ruleset` or `removal`) hold; True if it had to
+        be applied (it changed, or its tables had been removed or made again)."""
+        if script == self._script and self._generation is not None:
+            now = generation()
+            if now == self._generation:
+                return False
+            if tables() == self._tables:
+                self._generation = now
+                return False
+            log.warning("the guard's nftables tables were removed or replaced: applying again")
+        before = generation()
+        apply(script)
+        self._script = script
+        self._tables = tables()
+        after = generation()
+        # Another change right after ours is looked at in the next pass.
+        self._generation = after if after == before + 1 else None
+        return True

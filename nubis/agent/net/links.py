@@ -15,19 +15,21 @@ from typing import Any
 
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+from pyroute2.netlink.rtnl import ndmsg  # type: ignore[import-untyped]
 
 from nubis.agent.net.addresses import METADATA_IPV4, METADATA_IPV6, stable_mac
-from nubis.protocol import HostNetwork, Network
+from nubis.protocol import VXLAN_PORT, HostNetwork, Network
 
 BRIDGE_PREFIX = "nb"
 VXLAN_PREFIX = "nx"
 TAP_PREFIX = "nt"
-VXLAN_PORT = 4789
 ALL_ZEROS = "00:00:00:00:00:00"
 """The FDB address of a VXLAN device's flooding entries: where frames go that no other
 entry names (broadcast, multicast, unknown unicast)."""
 
 _IFA_F_NODAD = 0x02
+_STATIC = ndmsg.states["permanent"] | ndmsg.states["noarp"]
+_SELF = ndmsg.flags["self"]
 _ENODEV = 19
 _SYSCTL = Path("/proc/sys")
 
@@ -206,6 +208,9 @@ class Vxlan:
     device: int | None
     """The underlay link's index (for a group)."""
     port: int = VXLAN_PORT
+    learning: bool = False
+    """Never: what arrives over the underlay teaches the device nothing (a forged frame
+    would teach it anything); the control plane says where each MAC is (`ensure_fdb`)."""
 
 
 def vxlan_of(network: Network, underlay_address: str) -> Vxlan:
@@ -235,7 +240,7 @@ def _vxlan_options(vxlan: Vxlan) -> dict[str, object]:
     options: dict[str, object] = {
         "vxlan_id": vxlan.vni,
         "vxlan_port": vxlan.port,
-        "vxlan_learning": 1,
+        "vxlan_learning": int(vxlan.learning),
         "vxlan_local6" if six else "vxlan_local": vxlan.local,
     }
     if vxlan.group is not None:
@@ -257,6 +262,7 @@ def _vxlan_seen(link: Any) -> Vxlan | None:
         group=str(ipaddress.ip_address(group)) if group else None,
         device=data.get_attr("IFLA_VXLAN_LINK") if group else None,
         port=data.get_attr("IFLA_VXLAN_PORT"),
+        learning=bool(data.get_attr("IFLA_VXLAN_LEARNING")),
     )
 
 
@@ -287,37 +293,69 @@ def ensure_vxlan(vxlan: Vxlan, bridge: str, mtu: int) -> bool:
     return made
 
 
-def flood_remotes(vxlan: str) -> list[str]:
-    """The underlay addresses that `vxlan`'s all-zeros FDB entries flood to."""
+FdbEntries = set[tuple[str, str]]
+"""(MAC, underlay address) pairs of a VXLAN device's FDB."""
+
+
+def fdb_entries(vxlan: str) -> FdbEntries:
+    """The (MAC, underlay address) entries of `vxlan`'s own FDB (not its bridge's): the
+    all-zeros ones flood, the others send a MAC's frames to its host."""
     with IPRoute() as ipr:
         index = _index(ipr, vxlan)
         if index is None:
-            return []
+            return set()
         entries = ipr.fdb("dump", ifindex=index)
-        return sorted(
-            str(ipaddress.ip_address(entry.get_attr("NDA_DST")))
+        return {
+            (
+                str(entry.get_attr("NDA_LLADDR")),
+                str(ipaddress.ip_address(entry.get_attr("NDA_DST"))),
+            )
             for entry in entries
-            if entry["ifindex"] == index
-            and entry.get_attr("NDA_LLADDR") == ALL_ZEROS
-            and entry.get_attr("NDA_DST")
-        )
+            if entry["ifindex"] == index and entry.get_attr("NDA_DST")
+        }
 
 
-def ensure_flood_remotes(vxlan: str, remotes: list[str]) -> tuple[list[str], list[str]]:
-    """Make `vxlan`'s all-zeros FDB entries flood to exactly `remotes` (head-end
-    replication); the remotes (added, removed)."""
-    wanted = {str(ipaddress.ip_address(remote)) for remote in remotes}
-    present = set(flood_remotes(vxlan))
+def flood_remotes(vxlan: str) -> list[str]:
+    """The underlay addresses that `vxlan`'s all-zeros FDB entries flood to."""
+    return sorted(remote for mac, remote in fdb_entries(vxlan) if mac == ALL_ZEROS)
+
+
+def ensure_fdb(
+    vxlan: str, remotes: list[str], macs: dict[str, str]
+) -> tuple[FdbEntries, FdbEntries]:
+    """Make `vxlan`'s FDB exactly: all-zeros entries flooding to `remotes` (head-end
+    replication; none with a multicast group, whose entry the kernel keeps itself) and
+    one entry per MAC of `macs` (MAC → its host's underlay address). The entries
+    (added, removed)."""
+    wanted = {(ALL_ZEROS, str(ipaddress.ip_address(remote))) for remote in remotes}
+    wanted |= {(mac, str(ipaddress.ip_address(remote))) for mac, remote in macs.items()}
+    present = fdb_entries(vxlan)
+    group = {
+        (mac, remote)
+        for mac, remote in present
+        if mac == ALL_ZEROS and ipaddress.ip_address(remote).is_multicast
+    }
+    present -= group
     with IPRoute() as ipr:
         index = _index(ipr, vxlan)
         if index is None:
             raise LookupError(f"no VXLAN device {vxlan}")
-        # Added first: the segment never loses a remote that stays.
-        for remote in sorted(wanted - present):
-            ipr.fdb("append", ifindex=index, lladdr=ALL_ZEROS, dst=remote)
-        for remote in sorted(present - wanted):
-            ipr.fdb("del", ifindex=index, lladdr=ALL_ZEROS, dst=remote)
-    return sorted(wanted - present), sorted(present - wanted)
+        # Added first: the segment never loses a remote that stays. A MAC has one
+        # entry, which `replace` points at its (new) host.
+        for mac, remote in sorted(wanted - present):
+            if mac == ALL_ZEROS:
+                ipr.fdb("append", ifindex=index, lladdr=mac, dst=remote)
+            else:
+                # The device's own entry (self), not one of its bridge's; as `append`
+                # would make it, which pyroute2 fills in only for add, append, del.
+                ipr.fdb(
+                    "replace", ifindex=index, lladdr=mac, dst=remote, state=_STATIC, flags=_SELF
+                )
+        moved = {mac for mac, _ in wanted if mac != ALL_ZEROS}
+        for mac, remote in sorted(present - wanted):
+            if mac not in moved:
+                ipr.fdb("del", ifindex=index, lladdr=mac, dst=remote)
+    return wanted - present, present - wanted
 
 
 def delete_link(name: str) -> bool:

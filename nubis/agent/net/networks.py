@@ -36,8 +36,7 @@ class Networks:
         """The host network as the last pass set it up."""
         self._projects: dict[str, Network] = {}
         """Each project network (by bridge) as the last pass set it up."""
-        self._guard: str | None = None
-        """The ruleset the last pass applied; None: not known to be applied."""
+        self._guard = guard.Applied()
 
     @property
     def host_bridge(self) -> str | None:
@@ -104,20 +103,24 @@ class Networks:
         device = links.vxlan_of(network, self.underlay_address)
         if links.ensure_vxlan(device, network.bridge, network.mtu):
             log.info("made %s (VNI %d) for %s", network.vxlan, network.vni, network.id)
-        if network.group is not None:
-            # The kernel keeps the group's own all-zeros entry: nothing to add.
-            return []
-        _, gone = links.ensure_flood_remotes(network.vxlan, network.remotes)
-        return [f"fdb {network.vxlan} {remote}" for remote in gone]
+        # With a group, the kernel keeps the group's own all-zeros entry.
+        flooding = [] if network.group is not None else network.remotes
+        macs = {entry.mac: entry.remote for entry in network.fdb}
+        _, gone = links.ensure_fdb(network.vxlan, flooding, macs)
+        return [
+            f"fdb {network.vxlan} {remote}"
+            if mac == links.ALL_ZEROS
+            else f"fdb {network.vxlan} {mac} {remote}"
+            for mac, remote in sorted(gone)
+        ]
 
     def _apply_guard(self, desired: Desired) -> None:
         if desired.vms:
-            script = guard.ruleset(guard.guarded(desired.vms, desired.networks))
+            underlay = guard.Underlay.of(desired.networks, (peer.address for peer in desired.peers))
+            script = guard.ruleset(guard.guarded(desired.vms, desired.networks), underlay)
         else:
             script = guard.removal()
-        if script != self._guard:
-            guard.apply(script)
-            self._guard = script
+        self._guard.ensure(script)
 
 
 def _converge_taps(taps: dict[str, Port], present: dict[str, links.Seen]) -> list[str]:

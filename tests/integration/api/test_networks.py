@@ -4,12 +4,14 @@ location, listed, shown, refused when they cannot be made, deleted once unused."
 from __future__ import annotations
 
 import ipaddress
+import secrets
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from nubis.db import Database
+from nubis.ipam import vnis
 from nubis.models import FirewallRule, Location, Membership, Network, Role, Subnet
 from tests.integration.api import fleet
 from tests.integration.api.host_agent import Agent
@@ -36,12 +38,8 @@ def test_a_network_is_made_listed_shown_and_deleted(
     made = fleet.network(alice, project, "back")
 
     assert made["id"].startswith("nw-")
-    assert (made["name"], made["ipam"], made["vni"], made["location"]) == (
-        "back",
-        "auto",
-        1,
-        "fra1",
-    )
+    assert (made["name"], made["ipam"], made["location"]) == ("back", "auto", "fra1")
+    assert 1 <= made["vni"] <= vnis.MAX_VNI
     prefix = ipaddress.IPv6Network(made["prefix"])
     assert prefix.prefixlen == 64 and prefix.subnet_of(ipaddress.IPv6Network("2001:db8:1::/48"))
     assert made["gateway"] == str(prefix.network_address + 1)
@@ -83,16 +81,36 @@ def test_names_are_unique_in_a_project_and_bad_input_is_refused(
     assert nowhere["detail"] == "no location 'mars'"
 
 
-def test_vnis_are_unique_in_a_location_and_reused_after_a_delete(
-    alice: Person, project: str, agent: Agent
+def test_vnis_are_drawn_at_random_and_unique_in_a_location(
+    alice: Person, project: str, agent: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vnis = [fleet.network(alice, project, f"n{i}", ipam="none")["vni"] for i in range(3)]
-    assert vnis == [1, 2, 3]
+    drawn = iter([41, 41, 99, 6])
+    monkeypatch.setattr(secrets, "randbelow", lambda _bound: next(drawn))
 
-    assert alice.delete(f"{networks(project)}/n1").status_code == 204
+    made = [fleet.network(alice, project, f"n{i}", ipam="none")["vni"] for i in range(3)]
 
-    assert fleet.network(alice, project, "again", ipam="none")["vni"] == 2
-    assert fleet.network(alice, project, "more", ipam="none")["vni"] == 4
+    assert made == [42, 100, 7]
+
+
+def test_a_deleted_network_s_vni_is_held_until_every_host_has_converged_past_it(
+    alice: Person, project: str, agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = fleet.network(alice, project, "old", ipam="none")
+    fleet.vm(alice, project, "web1", networks=["old"])
+    agent.desired()
+    agent.send({})
+    assert alice.delete(f"/v1/projects/{project}/vms/web1/nics/old").status_code == 202
+    # The NIC's row is gone; its host has not yet been told, and may still bridge it.
+    assert alice.delete(f"{networks(project)}/old").status_code == 204
+    draws = [old["vni"] - 1, 9]
+    monkeypatch.setattr(secrets, "randbelow", lambda _bound: draws.pop(0))
+
+    assert fleet.network(alice, project, "new", ipam="none")["vni"] == 10
+
+    agent.desired()
+    agent.send({})  # converged to the state without the NIC
+    draws[:] = [old["vni"] - 1]
+    assert fleet.network(alice, project, "newer", ipam="none")["vni"] == old["vni"]
 
 
 def test_a_network_s_64_is_no_host_s_and_no_other_network_s_and_comes_back_on_delete(

@@ -14,7 +14,7 @@ from nubis.agent.net.addresses import eui64_address, stable_mac
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher
-from nubis.protocol import NETWORK_MTU, Desired, Ipam, VmSpec
+from nubis.protocol import NETWORK_MTU, Desired, FdbEntry, Ipam, VmSpec
 from tests.integration.api import fleet
 from tests.integration.api.host_agent import Agent
 from tests.integration.api.people import People, Person, problem
@@ -179,11 +179,16 @@ def test_two_hosts_with_vms_in_a_network_flood_to_each_other_by_unicast(
 
     assert [(n.id, n.group, n.remotes) for n in first.networks] == [(back["id"], None, ["fd00::2"])]
     assert [(n.id, n.group, n.remotes) for n in other.networks] == [(back["id"], None, ["fd00::1"])]
+    # Each is told where the other's NIC is: its VXLAN device learns nothing.
+    (mine,) = [nic for vm in first.vms for nic in vm.nics if nic.network == back["id"]]
+    (theirs,) = [nic for vm in other.vms for nic in vm.nics if nic.network == back["id"]]
+    assert first.networks[0].fdb == [FdbEntry(mac=theirs.mac, remote="fd00::2")]
+    assert other.networks[0].fdb == [FdbEntry(mac=mine.mac, remote="fd00::1")]
     assert first.networks[0].mac == other.networks[0].mac
     assert first.networks[0].gateway == other.networks[0].gateway == back["gateway"]
 
 
-def test_multicast_flooding_gives_the_network_s_group_and_no_remotes_and_tells_the_hosts(
+def test_multicast_flooding_gives_the_network_s_group_and_tells_the_hosts(
     alice: Person, project: str, agent: Agent, second: Agent, *, people: People, db: Database
 ) -> None:
     back = fleet.network(alice, project, "back")
@@ -197,9 +202,10 @@ def test_multicast_flooding_gives_the_network_s_group_and_no_remotes_and_tells_t
     assert changed.status_code == 200, changed.text
     assert changed.json()["flooding"] == "multicast"
     assert fleet.revision(db, "h1") > before[0] and fleet.revision(db, "h2") > before[1]
-    for host in (agent, second):
+    for host, other in ((agent, "fd00::2"), (second, "fd00::1")):
         (wire,) = host.desired(anyway=True).networks
-        assert (wire.group, wire.remotes) == (networks.group(back["vni"]), [])
+        # The remotes stay: VXLAN is taken from them only.
+        assert (wire.group, wire.remotes) == (networks.group(back["vni"]), [other])
     problem(alice.patch("/v1/admin/locations/fra1", json={"flooding": "unicast"}), 403)
     problem(operator.patch("/v1/admin/locations/fra1", json={"flooding": "broadcast"}), 422)
     problem(operator.patch("/v1/admin/locations/mars", json={"flooding": "unicast"}), 404)

@@ -1,3 +1,9 @@
+"""The guard's ruleset as data: what it refuses to be made of, and that nft takes it.
+
+What the ruleset does to frames is proven by sending frames: tests/e2e/test_host_network.py
+and tests/e2e/test_project_network.py.
+"""
+
 from __future__ import annotations
 
 import os
@@ -6,7 +12,15 @@ import subprocess
 
 import pytest
 
-from nubis.agent.net.guard import GuardedNic, Opening, check, guarded, removal, ruleset
+from nubis.agent.net.guard import (
+    GuardedNic,
+    Opening,
+    Underlay,
+    check,
+    guarded,
+    removal,
+    ruleset,
+)
 from nubis.agent.net.metadata import mark_of
 from nubis.protocol import FirewallRule, ImageRef, Ipam, Network, Nic, VmSpec
 
@@ -28,107 +42,6 @@ Q = GuardedNic(
 needs_nft = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None, reason="needs root and nft"
 )
-
-
-def chain(text: str, name: str) -> list[str]:
-    """The rules of one chain of a ruleset, stripped."""
-    lines = text.splitlines()
-    start = lines.index(f"  chain {name} {{")
-    end = lines.index("  }", start)
-    return [line.strip() for line in lines[start + 1 : end]]
-
-
-def firewall_chain(text: str, name: str) -> list[str]:
-    """The rules of one chain of the firewall table."""
-    return chain(text[text.index("table inet nubis_firewall {") :], name)
-
-
-def test_both_tables_are_replaced_in_one_script() -> None:
-    text = ruleset([A])
-    assert text.startswith(
-        "table bridge nubis_guard\ndelete table bridge nubis_guard\n"
-        "table inet nubis_firewall\ndelete table inet nubis_firewall\n"
-        "table bridge nubis_guard {\n"
-    )
-    assert text.count("table bridge nubis_guard {") == 1
-    assert text.count("table inet nubis_firewall {") == 1
-
-
-def test_frames_from_each_tap_go_through_its_own_chain() -> None:
-    rules = chain(ruleset([B, A]), "prerouting")
-    assert rules[0].startswith("type filter hook prerouting")
-    assert rules[1] == 'iifname vmap { "nta" : jump from_nta, "ntb" : jump from_ntb }'
-
-
-def test_every_frame_from_a_tap_is_marked_with_its_vm_s_mark_first() -> None:
-    assert chain(ruleset([A]), "from_nta")[0] == "meta mark set 0x00000111"
-
-
-def test_a_frame_from_another_mac_is_dropped() -> None:
-    assert "ether saddr != 02:aa:00:00:00:01 drop" in chain(ruleset([A]), "from_nta")
-
-
-def test_only_ipv6_arp_and_ipv4_get_past_the_mac_check() -> None:
-    rules = chain(ruleset([A]), "from_nta")
-    assert rules[-2] == (
-        "ether type vmap { ip6 : jump from_nta_ip6, arp : jump from_nta_arp, "
-        "ip : jump from_nta_ip }"
-    )
-    assert rules[-1] == "drop"
-
-
-def test_ipv6_must_come_from_the_nic_s_address_its_link_local_or_the_unspecified() -> None:
-    rules = chain(ruleset([A]), "from_nta_ip6")
-    assert rules[0] == "ip6 saddr != { fd00:1:2:3:aa:ff:fe00:1, fe80::aa:ff:fe00:1, :: } drop"
-    assert "ip6 saddr :: meta l4proto != ipv6-icmp drop" in rules
-
-
-def test_router_advertisements_redirects_and_dhcpv6_answers_are_dropped() -> None:
-    rules = chain(ruleset([A]), "from_nta_ip6")
-    assert "icmpv6 type { nd-router-advert, nd-redirect } drop" in rules
-    assert "udp sport 547 drop" in rules
-    assert rules[-1] == "accept"
-
-
-def test_neighbour_advertisements_speak_only_for_the_nic_s_addresses() -> None:
-    rules = chain(ruleset([A]), "from_nta_ip6")
-    assert (
-        "icmpv6 type nd-neighbor-advert @th,64,128 != "
-        "{ 0xfd0000010002000300aa00fffe000001, 0xfe8000000000000000aa00fffe000001 } drop"
-    ) in rules
-
-
-def test_ipv4_is_for_the_metadata_service_from_a_link_local_address_only() -> None:
-    rules = chain(ruleset([A]), "from_nta_ip")
-    assert rules == [
-        "udp sport 67 drop",
-        "ip saddr 169.254.169.254 drop",
-        "ip saddr 169.254.0.0/16 ip daddr 169.254.169.254 accept",
-        "drop",
-    ]
-
-
-def test_arp_must_carry_the_nic_s_mac() -> None:
-    rules = chain(ruleset([A]), "from_nta_arp")
-    assert rules[0] == "arp saddr ether != 02:aa:00:00:00:01 drop"
-    assert "arp saddr ip 169.254.169.254 drop" in rules
-
-
-def test_metadata_answers_leave_only_through_the_taps_of_their_vm() -> None:
-    text = ruleset([A, B])
-    assert chain(text, "output")[1] == 'oifname vmap { "nta" : jump to_nta, "ntb" : jump to_ntb }'
-    assert chain(text, "to_ntb") == [
-        "ip6 saddr fe80::a9fe:a9fe meta mark != { 0x0, 0x00000222 } drop",
-        "ip saddr 169.254.169.254 meta mark != { 0x0, 0x00000222 } drop",
-    ]
-
-
-def test_no_taps_gives_an_empty_but_valid_table() -> None:
-    text = ruleset([])
-    assert "vmap" not in text
-    assert chain(text, "prerouting") == [
-        "type filter hook prerouting priority -300; policy accept;"
-    ]
 
 
 def test_a_tap_named_twice_is_refused() -> None:
@@ -180,105 +93,7 @@ def test_guarded_marks_each_nic_with_its_vm_s_mark() -> None:
     ]
 
 
-def test_removal_works_whether_or_not_the_tables_exist() -> None:
-    assert removal() == (
-        "table bridge nubis_guard\ndelete table bridge nubis_guard\n"
-        "table inet nubis_firewall\ndelete table inet nubis_firewall\n"
-    )
-
-
 # Project networks' NICs
-
-
-def test_a_project_network_s_nic_carries_ipv6_only() -> None:
-    rules = chain(ruleset([P]), "from_ntp")
-    assert rules == [
-        "meta mark set 0x00000333",
-        "ether saddr != 02:cc:00:00:00:03 drop",
-        "ether type ip6 jump from_ntp_ip6",
-        "drop",
-    ]
-    assert "chain from_ntp_arp {" not in ruleset([P])
-
-
-def test_a_project_network_s_nic_has_the_same_ipv6_guard() -> None:
-    assert chain(ruleset([P]), "from_ntp_ip6") == [
-        "ip6 saddr != { fd00:5:6:7:cc:ff:fe00:3, fe80::cc:ff:fe00:3, :: } drop",
-        "ip6 saddr :: meta l4proto != ipv6-icmp drop",
-        "ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld2-listener-report } drop",
-        "icmpv6 type { nd-router-advert, nd-redirect } drop",
-        "icmpv6 type nd-neighbor-advert @th,64,128 != "
-        "{ 0xfd0000050006000700cc00fffe000003, 0xfe8000000000000000cc00fffe000003 } drop",
-        "udp sport 547 drop",
-        "accept",
-    ]
-
-
-def test_a_nic_without_an_address_speaks_only_from_its_link_local_address() -> None:
-    rules = chain(ruleset([Q]), "from_ntq_ip6")
-    assert rules[0] == "ip6 saddr != { fe80::dd:ff:fe00:4, :: } drop"
-    assert (
-        "icmpv6 type nd-neighbor-advert @th,64,128 != { 0xfe8000000000000000dd00fffe000004 } drop"
-    ) in rules
-
-
-def test_the_host_s_frames_never_cross_a_vxlan_port_either_way() -> None:
-    text = ruleset([A, P])
-    assert chain(text, "output")[-1] == 'oifname "nx*" drop'
-    assert chain(text, "input")[-1] == 'iifname "nx*" drop'
-
-
-def test_only_host_network_taps_get_the_metadata_check() -> None:
-    text = ruleset([A, P])
-    assert chain(text, "output")[1] == 'oifname vmap { "nta" : jump to_nta }'
-    assert "jump to_ntp" not in text.split("table inet nubis_firewall {")[0]
-
-
-def test_what_the_host_sends_into_a_project_bridge_goes_through_its_firewall() -> None:
-    text = ruleset([A, P, Q])
-    for hook in ("forward", "output"):
-        assert firewall_chain(text, hook)[1] == 'oifname vmap { "nbp" : jump into_nbp }'
-    assert firewall_chain(text, "into_nbp") == [
-        'iifname "nbp" accept',
-        "ct state established,related accept",
-        "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, "
-        "parameter-problem, mld-listener-query, mld-listener-report, mld-listener-done, "
-        "mld2-listener-report, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept",
-        "ip6 daddr vmap { fd00:5:6:7:cc:ff:fe00:3 : jump to_ntp, fe80::cc:ff:fe00:3 : jump to_ntp, "
-        "fe80::dd:ff:fe00:4 : jump to_ntq }",
-        "drop",
-    ]
-    assert firewall_chain(text, "to_ntp") == ["tcp dport 22 accept", "drop"]
-    assert firewall_chain(text, "to_ntq") == ["drop"]
-
-
-def test_without_project_networks_the_firewall_table_is_empty() -> None:
-    text = ruleset([A])
-    assert firewall_chain(text, "forward") == [
-        "type filter hook forward priority 0; policy accept;"
-    ]
-    assert "into_" not in text
-
-
-@pytest.mark.parametrize(
-    ("rule", "expected"),
-    [
-        (FirewallRule(protocol="tcp", port_min=22, source="::/0"), "tcp dport 22 accept"),
-        (
-            FirewallRule(protocol="udp", port_min=1000, port_max=2000, source="fd00::1/8"),
-            "ip6 saddr fd00::/8 udp dport 1000-2000 accept",
-        ),
-        (
-            FirewallRule(protocol="tcp", source="2001:db8::/32"),
-            "ip6 saddr 2001:db8::/32 meta l4proto tcp accept",
-        ),
-        (FirewallRule(protocol="icmp", source="::/0"), "meta l4proto ipv6-icmp accept"),
-        (FirewallRule(protocol="any", source="fd01::/16"), "ip6 saddr fd01::/16 accept"),
-        (FirewallRule(protocol="any", source="::/0"), "accept"),
-    ],
-)
-def test_each_rule_opens_what_it_says(rule: FirewallRule, expected: str) -> None:
-    assert Opening.of(rule).rule() == expected
 
 
 @pytest.mark.parametrize(
@@ -375,6 +190,39 @@ def test_a_nic_in_a_network_that_is_not_desired_is_refused() -> None:
 )
 def test_nft_accepts_the_ruleset(nics: list[GuardedNic]) -> None:
     check(ruleset(nics))
+
+
+@needs_nft
+@pytest.mark.parametrize(
+    "underlay",
+    [
+        Underlay(),
+        Underlay(("fd00::2",), ("fd00::2", "fd00::3")),
+        Underlay(("10.0.0.2", "fd00::2"), ("10.0.0.2", "10.0.0.3", "fd00::2")),
+    ],
+    ids=["alone", "ipv6", "both"],
+)
+def test_nft_accepts_the_ruleset_with_any_underlay(underlay: Underlay) -> None:
+    check(ruleset([A, P, Q], underlay))
+
+
+@pytest.mark.parametrize(
+    "address", ["fd00::2 } accept", "FD00::2", "fe80::1%ul0", "10.0.0.2/8", "fd00:0::2"]
+)
+def test_no_unchecked_underlay_address_reaches_the_script(address: str) -> None:
+    with pytest.raises(ValueError):
+        Underlay((address,), ())
+    with pytest.raises(ValueError):
+        Underlay((), (address,))
+
+
+def test_the_underlay_takes_vxlan_from_the_remotes_and_keeps_vms_off_every_known_host() -> None:
+    a = NETWORK.model_copy(update={"remotes": ["fd00::3", "fd00::2"]})
+    b = NETWORK.model_copy(update={"id": "net-2", "remotes": ["fd00::2", "10.0.0.9"]})
+    assert Underlay.of([a, b], ["fd00::7", "fd00::2"]) == Underlay(
+        remotes=("10.0.0.9", "fd00::2", "fd00::3"),
+        hosts=("10.0.0.9", "fd00::2", "fd00::3", "fd00::7"),
+    )
 
 
 @needs_nft

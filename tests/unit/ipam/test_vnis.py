@@ -1,8 +1,10 @@
-"""VNIs: the lowest free one of a location, and the multicast group each floods to."""
+"""VNIs: a free one of a location drawn at random, and the multicast group each floods to."""
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
+from collections.abc import Callable
 
 import pytest
 
@@ -12,16 +14,32 @@ from nubis.ids import Kind, format_id, new_id
 from nubis.ipam import vnis
 
 
-def test_the_lowest_free_vni_is_taken_and_a_gap_is_filled_first() -> None:
-    assert vnis.first_free([]) == 1
-    assert vnis.first_free([1, 2, 3]) == 4
-    assert vnis.first_free([1, 3, 4]) == 2
+def _draws(*values: int) -> Callable[[int], int]:
+    """A `randbelow` that answers `values` in turn."""
+    answers = iter(values)
+    return lambda _bound: next(answers)
+
+
+def test_a_vni_is_drawn_at_random_and_a_taken_one_is_drawn_again() -> None:
+    assert vnis.pick([], randbelow=_draws(41)) == 42
+    assert vnis.pick([42, 7], randbelow=_draws(41, 6, 99)) == 100
+
+
+def test_a_location_nearly_full_picks_among_the_free_vnis() -> None:
+    taken = [vni for vni in range(1, 101) if vni != 57]
+    assert vnis.pick(taken, randbelow=_draws(*[0] * 64, 0), most=100) == 57
 
 
 def test_a_location_with_every_vni_taken_is_a_conflict() -> None:
     with pytest.raises(Conflict, match="the location has no free VNI"):
-        vnis.first_free([1, 2, 3], most=3)
+        vnis.pick([1, 2, 3], most=3)
     assert vnis.MAX_VNI == 2**24 - 1
+
+
+def test_vnis_drawn_one_after_the_other_are_far_apart() -> None:
+    drawn = [vnis.pick([]) for _ in range(20)]
+    assert all(1 <= vni <= vnis.MAX_VNI for vni in drawn)
+    assert min(abs(a - b) for a, b in itertools.pairwise(drawn)) > 1
 
 
 @pytest.mark.parametrize(
