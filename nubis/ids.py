@@ -35,6 +35,7 @@ class Kind(StrEnum):
     FIREWALL_RULE = "fwr"
     IMAGE = "img"
     EVENT = "evt"
+    INVITATION = "inv"
 
 
 def new_id() -> UUID:

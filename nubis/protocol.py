@@ -15,6 +15,12 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_BYTES = 2**63 - 1
+"""The largest size on the wire: what a 64-bit signed integer (the stores' sizes) holds."""
+MAX_COUNT = 2**31 - 1
+"""The largest count or revision on the wire: what every store's integer column holds."""
+
+
 class HostReport(_Wire):
     """What a host is, as its agent found it."""
 
@@ -22,10 +28,10 @@ class HostReport(_Wire):
     arch: str = Field(min_length=1, max_length=16)
     cores: int = Field(gt=0, le=4096)
     threads: int = Field(gt=0, le=8192)
-    memory_bytes: int = Field(gt=0)
-    hugepages: int = Field(ge=0)
+    memory_bytes: int = Field(gt=0, le=MAX_BYTES)
+    hugepages: int = Field(ge=0, le=MAX_COUNT)
     """1 GiB huge pages set aside for VMs."""
-    disk_bytes: int = Field(ge=0)
+    disk_bytes: int = Field(ge=0, le=MAX_BYTES)
     underlay_address: str = Field(min_length=2, max_length=45)
     acceleration: str = Field(pattern="^(kvm|tcg)$")
     """`kvm` only where a guest was seen to boot under it."""
@@ -226,7 +232,7 @@ class VmState(StrEnum):
 class VmObserved(_Wire):
     id: str
     state: VmState
-    reboots: int = Field(ge=0)
+    reboots: int = Field(ge=0, le=MAX_COUNT)
     """The reboot requests carried out (the desired `reboots` it has reached)."""
     detail: str = ""
     """Why, for `error`."""
@@ -237,13 +243,13 @@ class VmObserved(_Wire):
 
 class PeerSeen(_Wire):
     host: str
-    silent_seconds: float = Field(ge=0)
+    silent_seconds: float = Field(ge=0, allow_inf_nan=False)
     """Since the peer last answered a probe (since the agent began watching it, if it
     never did)."""
 
 
 class Status(_Wire):
-    revision: int = Field(ge=0)
+    revision: int = Field(ge=0, le=MAX_COUNT)
     """The desired revision this describes the host converged to."""
     vms: list[VmObserved]
     removed: list[str] = Field(default_factory=list)

@@ -31,6 +31,7 @@ from nubis.protocol import Status
 from nubis.scheduling.allocator import place
 from nubis.scheduling.stages import Request
 from nubis.scheduling.weigher import Policy
+from nubis.units import format_size
 
 GONE_LABELS = frozenset({"destroy", "wait_gone"})
 """The labels of a VM being deleted: it is no longer in its host's desired state."""
@@ -45,6 +46,10 @@ BRIDGE = "nbvm"
 """The bridge of every host's own VM network."""
 MOST_NIC_NUMBER = 15
 """A VM's NICs are numbered 0 (the host network's) to this (the wire's limit)."""
+MIN_MEMORY_BYTES = 128 * 2**20
+"""The least memory a VM boots with (firmware, kernel and initramfs)."""
+MAX_MEMORY_BYTES = 4 * 2**40
+MAX_DISK_BYTES = 64 * 2**40
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,25 @@ def _check_networks(order: Order) -> None:
         )
 
 
+def _check_sizes(order: Order) -> None:
+    """Memory and disk within what a VM takes (the disk may be the image's size)."""
+    bounds = {
+        "memory": (order.memory_bytes, MIN_MEMORY_BYTES, MAX_MEMORY_BYTES),
+        "disk": (order.disk_bytes, 1, MAX_DISK_BYTES),
+    }
+    for field_name, (value, least, most) in bounds.items():
+        if value < least:
+            reason = f"at least {format_size(least)}"
+        elif value > most:
+            reason = f"at most {format_size(most)}"
+        else:
+            continue
+        raise InvalidInput(
+            f"a VM's {field_name} is {reason} ({value} bytes asked for)",
+            errors={field_name: reason},
+        )
+
+
 def create(session: Session, order: Order, policy: Policy) -> Vm:
     """Make the VM and reserve its place; NoCapacity if nothing fits (nothing is kept)."""
     check_name(order.name)
@@ -108,6 +132,7 @@ def create(session: Session, order: Order, policy: Policy) -> Vm:
             f"the disk ({order.disk_bytes} bytes) is smaller than the image ({virtual} bytes)",
             errors={"disk": f"at least {virtual} bytes"},
         )
+    _check_sizes(order)
     clash = select(Vm.id).where(Vm.project_id == order.project_id, Vm.name == order.name)
     if session.scalar(clash) is not None:
         raise Conflict(f"the project has a VM named {order.name!r} already")

@@ -20,6 +20,7 @@ from nubis.api.routes import (
     firewall_rules,
     health,
     images,
+    invitations,
     members,
     networks,
     projects,
@@ -38,6 +39,7 @@ ROUTERS = (
     users,
     projects,
     members,
+    invitations,
     tokens,
     ssh_keys,
     images,
@@ -81,7 +83,7 @@ def create_app(db: Database, secret_box: SecretBox, settings: Settings | None = 
         app.include_router(module.router)
     openapi.install(app)
     # Outermost last: the body limit applies before a body is read for idempotency.
-    app.add_middleware(Idempotency, db=db)
+    app.add_middleware(Idempotency, db=db, box=secret_box)
     app.add_middleware(BodyLimit)
     app.add_middleware(EncodedSlashes)
     return app

@@ -1,4 +1,5 @@
-"""`nubis project …` and `nubis member …`: projects and who is in them."""
+"""`nubis project …`, `nubis member …` and `nubis invitation …`: projects, who is in them,
+and who is invited to join."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from nubis.cli.profile import Config
 
 project_app = typer.Typer(help="Projects: what every resource belongs to.", no_args_is_help=True)
 member_app = typer.Typer(help="Members of a project and their roles.", no_args_is_help=True)
+invitation_app = typer.Typer(
+    help="Invitations: yours to accept or decline, and a project's pending ones.",
+    no_args_is_help=True,
+)
 
 ProjectOption = Annotated[
     str | None,
@@ -76,18 +81,24 @@ MEMBER_COLUMNS = ["name", "email", "role", "user", "added_at"]
 
 @member_app.command("add")
 def member_add(
-    user: Annotated[str, typer.Argument(help="The user's name, email or id.")],
-    role: Annotated[Role, typer.Option(help="Their role.")] = Role.MEMBER,
+    email: Annotated[str, typer.Argument(help="The email address of their account.")],
+    role: Annotated[Role, typer.Option(help="Their role once they accept.")] = Role.MEMBER,
     project: ProjectOption = None,
     as_json: JsonOption = False,
     profile: ProfileOption = None,
 ) -> None:
-    """Add someone to the project (admins and owners)."""
+    """Invite someone to the project (admins and owners); they join when they accept."""
     client, chosen = signed_in(profile)
-    added = client.post(
-        f"/v1/projects/{part(project_of(chosen, project))}/members", {"user": user, "role": role}
+    invited = client.post(
+        f"/v1/projects/{part(project_of(chosen, project))}/invitations",
+        {"email": email, "role": role},
     )
-    show(added, as_json)
+    show(invited, as_json)
+    if not as_json:
+        console.print(
+            f"Invited {invited['email']}: they join with `nubis invitation accept "
+            f"{invited['id']}` (within 7 days)."
+        )
 
 
 @member_app.command("list")
@@ -112,6 +123,63 @@ def member_rm(
     console.print(f"Removed {user} from {name}.")
 
 
+INVITATION_COLUMNS = ["project_name", "role", "email", "invited_by", "expires_at", "id"]
+
+
+@invitation_app.command("list")
+def invitation_list(
+    project: Annotated[
+        str | None,
+        typer.Option("--project", "-p", help="List this project's pending invitations instead."),
+    ] = None,
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Your pending invitations; with --project, the project's (admins)."""
+    client, _ = signed_in(profile)
+    path = f"/v1/projects/{part(project)}/invitations" if project else "/v1/invitations"
+    listing(client.every(path), INVITATION_COLUMNS, as_json)
+
+
+@invitation_app.command("accept")
+def invitation_accept(
+    invitation: Annotated[str, typer.Argument(help="The invitation's id (inv-…).")],
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Join the project with the role it offers."""
+    client, _ = signed_in(profile)
+    joined = client.post(f"/v1/invitations/{part(invitation)}/accept")
+    if as_json:
+        show(joined, as_json)
+        return
+    console.print(f"You are in project {joined['name']} now, as {joined['role']}.")
+
+
+@invitation_app.command("decline")
+def invitation_decline(
+    invitation: Annotated[str, typer.Argument(help="The invitation's id (inv-…).")],
+    profile: ProfileOption = None,
+) -> None:
+    client, _ = signed_in(profile)
+    client.post(f"/v1/invitations/{part(invitation)}/decline")
+    console.print(f"Declined {invitation}.")
+
+
+@invitation_app.command("revoke")
+def invitation_revoke(
+    invitation: Annotated[str, typer.Argument(help="The invitation's id (inv-…).")],
+    project: ProjectOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Withdraw one of the project's pending invitations (admins and owners)."""
+    client, chosen = signed_in(profile)
+    name = project_of(chosen, project)
+    client.delete(f"/v1/projects/{part(name)}/invitations/{part(invitation)}")
+    console.print(f"Revoked {invitation} to {name}.")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(project_app, name="project")
     app.add_typer(member_app, name="member")
+    app.add_typer(invitation_app, name="invitation")

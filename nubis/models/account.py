@@ -1,4 +1,5 @@
-"""Accounts: users, projects, memberships, API tokens, SSH keys, and the login audit."""
+"""Accounts: users, projects, memberships and invitations, API tokens, SSH keys, and the
+login audit."""
 
 from __future__ import annotations
 
@@ -62,6 +63,29 @@ class Membership(Base):
     user: Mapped[User] = relationship(lazy="raise")
 
     __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'member', 'admin', 'owner')", name="role"),
+    )
+
+
+class Invitation(Base):
+    """A role in a project offered to whoever has an email address: a membership once
+    the user with that address accepts it."""
+
+    __tablename__ = "invitation"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    project_id: Mapped[UUID] = mapped_column(ForeignKey("project.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    """Lowercase, as users' are."""
+    role: Mapped[str] = mapped_column(String(16))
+    invited_by: Mapped[UUID | None] = mapped_column(
+        ForeignKey("user_account.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "email"),
         CheckConstraint("role IN ('viewer', 'member', 'admin', 'owner')", name="role"),
     )
 
@@ -142,15 +166,18 @@ class IdempotentRequest(Base):
     __tablename__ = "idempotent_request"
 
     id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
-    credential: Mapped[str] = mapped_column(String(64))
-    """SHA-256 of the Authorization header: keys are per caller."""
+    token_id: Mapped[UUID] = mapped_column(ForeignKey("api_token.id", ondelete="CASCADE"))
+    """The token the first request authenticated with: keys are per token."""
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))
-    """SHA-256 of the method, path, query and body."""
+    """A keyed digest (SecretBox.digest) of the path, query and body: a body may hold a
+    password."""
     status: Mapped[int | None]
     """None while the first request is still being answered."""
     content_type: Mapped[str | None] = mapped_column(String(100))
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """Sealed with the data dir's secret key: an answer may hold a secret (a new token's,
+    a TOTP seed)."""
     created_at: Mapped[datetime] = mapped_column(default=now, index=True)
 
-    __table_args__ = (UniqueConstraint("credential", "key"),)
+    __table_args__ = (UniqueConstraint("token_id", "key"),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import stat
 from pathlib import Path
 
@@ -31,3 +32,15 @@ def test_another_key_cannot_open_a_secret(tmp_path: Path) -> None:
     sealed = SecretBox.from_file(tmp_path / "a.key").seal(b"x")
     with pytest.raises(NubisError, match=r"secret\.key"):
         SecretBox.from_file(tmp_path / "b.key").open(sealed)
+
+
+def test_a_digest_is_the_same_for_the_same_data_and_key_only(tmp_path: Path) -> None:
+    box = SecretBox.from_file(tmp_path / "a.key")
+    other = SecretBox.from_file(tmp_path / "b.key")
+    data = b'{"password": "correct horse battery"}'
+
+    assert box.digest(data) == SecretBox.from_file(tmp_path / "a.key").digest(data)
+    assert box.digest(data) != box.digest(data + b" ")
+    assert box.digest(data) != other.digest(data)
+    assert box.digest(data) != hashlib.sha256(data).hexdigest()
+    assert len(box.digest(data)) == 64

@@ -1,4 +1,6 @@
-"""`/v1/projects/{project}/members`: who is in a project, with which role."""
+"""`/v1/projects/{project}/members`: who is in a project, with which role. People join
+by invitation (`invitations.py`); a member is found only among the project's own, so
+an answer says nothing about anyone else."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from nubis.api.deps import DatabaseDep, PrincipalDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
-from nubis.api.schemas.account import MemberAdd, MemberOut, MemberUpdate
+from nubis.api.schemas.account import MemberOut, MemberUpdate
 from nubis.auth.authz import Action, ProjectAccess, project_access
 from nubis.errors import Conflict, Forbidden, NotFound
 from nubis.ids import Kind, format_id
@@ -30,28 +32,24 @@ def _out(membership: Membership, user: User) -> MemberOut:
     )
 
 
-def _user(session: Session, ref: str) -> User:
-    """The user `ref` names: an id, a name or an email."""
-    user = session.scalars(
-        select(User).where(
-            or_(ref_clause(Kind.USER, User.id, User.name, ref), User.email == ref.lower())
-        )
-    ).first()
-    if user is None:
-        raise NotFound(f"no user {ref!r}")
-    return user
-
-
 def _membership(session: Session, access: ProjectAccess, ref: str) -> tuple[Membership, User]:
-    """The member `ref` names, locked, after the project row: concurrent changes of two
-    owners take turns, so neither can leave the project without an owner.
+    """The member `ref` names (an id, a name or an email), sought among the project's
+    members only, locked, after the project row: concurrent changes of two owners take
+    turns, so neither can leave the project without an owner.
     """
     session.execute(select(Project.id).where(Project.id == access.project.id).with_for_update())
-    user = _user(session, ref)
-    membership = session.get(Membership, (access.project.id, user.id), with_for_update=True)
-    if membership is None:
-        raise NotFound(f"{user.name} is not a member of {access.project.name}")
-    return membership, user
+    found = session.execute(
+        select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .where(
+            Membership.project_id == access.project.id,
+            or_(ref_clause(Kind.USER, User.id, User.name, ref), User.email == ref.lower()),
+        )
+        .with_for_update(of=Membership)
+    ).first()
+    if found is None:
+        raise NotFound(f"{access.project.name} has no member {ref!r}")
+    return found[0], found[1]
 
 
 def _check_owner_change(access: ProjectAccess, *roles: str) -> None:
@@ -89,22 +87,6 @@ def list_members(
             session, query, Membership.user_id, cursor, limit, key_of=lambda r: r[0].user_id
         )
         return Page(items=[_out(m, u) for m, u in rows], next_cursor=next_cursor)
-
-
-@router.post("", status_code=status.HTTP_201_CREATED)
-def add_member(
-    project: str, body: MemberAdd, db: DatabaseDep, principal: PrincipalDep
-) -> MemberOut:
-    with db.transaction() as session:
-        access = project_access(session, principal, project, Action.MANAGE)
-        _check_owner_change(access, body.role)
-        user = _user(session, body.user)
-        if session.get(Membership, (access.project.id, user.id)) is not None:
-            raise Conflict(f"{user.name} is a member already; change their role instead")
-        membership = Membership(project_id=access.project.id, user_id=user.id, role=body.role)
-        session.add(membership)
-        session.flush()
-        return _out(membership, user)
 
 
 @router.patch("/{user}")

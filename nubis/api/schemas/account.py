@@ -1,4 +1,5 @@
-"""Bodies of the account routes: users, projects, members, tokens, SSH keys, audit."""
+"""Bodies of the account routes: users, projects, members and invitations, tokens, SSH
+keys, audit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from nubis.api.schemas.common import Input
 from nubis.ids import Kind, format_id
-from nubis.models import ApiToken, AuditEvent, Project, Role, SshKey, User
+from nubis.models import ApiToken, AuditEvent, Invitation, Project, Role, SshKey, User
 from nubis.names import Email, Name
 from nubis.units import Duration
 
@@ -86,9 +87,37 @@ class ProjectOut(BaseModel):
         )
 
 
-class MemberAdd(Input):
-    user: str = Field(min_length=1, max_length=254, description="A user's name, email or id.")
+class InvitationCreate(Input):
+    email: Email
+    """Whoever has an account with this address may accept; nobody else."""
     role: Role = Field(default=Role.MEMBER, strict=False)  # strict takes only Role objects
+
+
+class InvitationOut(BaseModel):
+    id: str
+    project: str
+    """The project's id."""
+    project_name: str
+    email: str
+    role: Role
+    """The role accepting it gives."""
+    invited_by: str | None
+    """The inviter's name."""
+    created_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, invitation: Invitation, project_name: str, inviter: str | None) -> InvitationOut:
+        return cls(
+            id=format_id(Kind.INVITATION, invitation.id),
+            project=format_id(Kind.PROJECT, invitation.project_id),
+            project_name=project_name,
+            email=invitation.email,
+            role=Role(invitation.role),
+            invited_by=inviter,
+            created_at=invitation.created_at,
+            expires_at=invitation.expires_at,
+        )
 
 
 class MemberUpdate(Input):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 import httpx
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from nubis.auth import accounts, tokens
+from nubis.auth.passwords import hash_password
 from nubis.db import Database
 from nubis.ids import Kind, format_id
-from nubis.models import Membership, Project, Role
+from nubis.models import Membership, Project, Role, User
 
 PASSWORD = "correct horse battery"
 PROBLEM = "application/problem+json"
@@ -63,11 +66,17 @@ class Person:
         return response
 
 
+@cache
+def _password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
 class People:
     def __init__(self, db: Database, client: TestClient) -> None:
         self.db = db
         self.client = client
         self._fuzz_operator: Person | None = None
+        self._fuzzers: dict[Role, Person] = {}
 
     def user(self, name: str, *, operator: bool = False) -> Person:
         """A user with an unscoped token."""
@@ -84,6 +93,25 @@ class People:
             self._fuzz_operator = self.user("fuzzer", operator=True)
             self.project("fuzz", {self._fuzz_operator: Role.OWNER})
         return self._fuzz_operator
+
+    def fuzzer(self, role: Role) -> Person:
+        """One user, not an operator, for all of a fuzzing test's examples, with `role`
+        in project `fuzz`; made with a password hash computed once, as a fuzzing test
+        is short and there are many."""
+        if role not in self._fuzzers:
+            name = f"fuzzer-{role}"
+            with self.db.transaction() as session:
+                user = User(name=name, email=f"{name}@example.test", password_hash=_password_hash())
+                project = session.scalars(select(Project).where(Project.name == "fuzz")).first()
+                if project is None:
+                    project = Project(name="fuzz")
+                session.add_all([user, project])
+                session.flush()
+                session.add(Membership(project_id=project.id, user_id=user.id, role=role))
+                _, secret = tokens.issue(session, user.id, "test")
+                person = Person(name, user.email, user.id, secret, self.client)
+            self._fuzzers[role] = person
+        return self._fuzzers[role]
 
     def project(self, name: str, members: dict[Person, Role]) -> str:
         """A project with these members; its id."""

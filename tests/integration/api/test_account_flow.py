@@ -1,5 +1,5 @@
 """The first steps of a new cloud, through the API: log in, turn on TOTP, make a
-project, add an SSH key, bring in a second user as a viewer who can read but not change.
+project, add an SSH key, invite a second user as a viewer who can read but not change.
 """
 
 from __future__ import annotations
@@ -62,13 +62,19 @@ def test_a_new_operator_sets_up_a_project_and_a_read_only_colleague(
         json={"name": "bob", "email": "bob@example.test", "password": "bob's long password"},
     )
     assert bob.status_code == 201, bob.text
-    added = operator.post("/v1/projects/web/members", json={"user": "bob", "role": "viewer"})
-    assert added.status_code == 201, added.text
+    invited = operator.post(
+        "/v1/projects/web/invitations", json={"email": "bob@example.test", "role": "viewer"}
+    )
+    assert invited.status_code == 201, invited.text
 
     bob_login = client.post(
         "/v1/auth/token", json={"email": "bob@example.test", "password": "bob's long password"}
     )
     viewer = {"Authorization": f"Bearer {bob_login.json()['secret']}"}
+    (invitation,) = client.get("/v1/invitations", headers=viewer).json()["items"]
+    assert (invitation["project_name"], invitation["invited_by"]) == ("web", "alice")
+    accepted = client.post(f"/v1/invitations/{invitation['id']}/accept", headers=viewer)
+    assert accepted.status_code == 200, accepted.text
     assert client.get("/v1/projects/web", headers=viewer).json()["role"] == "viewer"
     keys = client.get("/v1/projects/web/ssh-keys", headers=viewer).json()["items"]
     assert [k["name"] for k in keys] == ["laptop"]
@@ -87,9 +93,14 @@ def test_a_new_operator_sets_up_a_project_and_a_read_only_colleague(
     problem(client.delete("/v1/projects/web/ssh-keys/laptop", headers=viewer), 403)
     problem(
         client.post(
-            "/v1/projects/web/members", json={"user": "bob", "role": "owner"}, headers=viewer
+            "/v1/projects/web/invitations",
+            json={"email": "carol@example.test", "role": "viewer"},
+            headers=viewer,
         ),
         403,
+    )
+    problem(
+        client.patch("/v1/projects/web/members/bob", json={"role": "owner"}, headers=viewer), 403
     )
     problem(client.delete("/v1/projects/web", headers=viewer), 403)
     assert len(client.get("/v1/projects/web/ssh-keys", headers=viewer).json()["items"]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -85,6 +86,46 @@ def test_a_bad_report_is_refused_and_spends_nothing(client: TestClient, db: Data
         client.post("/v1/agent/register", json={"join_token": token, "host": REPORT}).status_code
         == 201
     )
+
+
+def test_a_size_or_count_beyond_what_the_store_keeps_is_refused_naming_the_field(
+    client: TestClient, db: Database
+) -> None:
+    token = _join_token(db)
+    for name, value in (("memory_bytes", 2**63), ("disk_bytes", 2**63), ("hugepages", 2**31)):
+        refused = problem(
+            client.post(
+                "/v1/agent/register", json={"join_token": token, "host": {**REPORT, name: value}}
+            ),
+            422,
+            "invalid_input",
+        )
+        assert list(refused["errors"]) == [f"host.{name}"]
+    registered = client.post("/v1/agent/register", json={"join_token": token, "host": REPORT})
+    assert registered.status_code == 201, registered.text
+    auth = {"Authorization": f"Bearer {registered.json()['credential']}"}
+    vm = {"id": "vm-00000000000000000000000000", "state": "running"}
+    for body, field in (
+        ({"revision": 2**31, "vms": []}, "revision"),
+        ({"revision": 0, "vms": [{**vm, "reboots": 2**31}]}, "vms.0.reboots"),
+        (
+            {"revision": 0, "vms": [], "peers": [{"host": "h2", "silent_seconds": float("inf")}]},
+            "peers.0.silent_seconds",
+        ),
+    ):
+        refused = problem(
+            client.post(
+                "/v1/agent/status",
+                content=json.dumps(body),
+                headers={**auth, "content-type": "application/json"},
+            ),
+            422,
+            "invalid_input",
+        )
+        assert list(refused["errors"]) == [field]
+    with db.reading() as session:
+        host = session.scalars(select(Host)).one()
+        assert (host.observed_revision, host.hugepages, host.peer_silence) == (0, 0, {})
 
 
 def test_a_heartbeat_needs_the_host_credential(client: TestClient, db: Database) -> None:

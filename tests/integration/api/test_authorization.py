@@ -16,6 +16,7 @@ import secrets
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -36,6 +37,7 @@ from nubis import firewall, hosts, networks, sshkey, vms
 from nubis.api import create_app
 from nubis.auth import accounts, tokens
 from nubis.auth.passwords import hash_password
+from nubis.clock import now
 from nubis.db import Database
 from nubis.ids import Kind, format_id, new_id
 from nubis.models import (
@@ -43,6 +45,7 @@ from nubis.models import (
     Host,
     Image,
     ImageState,
+    Invitation,
     Membership,
     Project,
     Role,
@@ -129,6 +132,8 @@ class World:
     newcomer: str
     """The id of a user in no project."""
     newcomer_email: str
+    invitation: str
+    """The id of P's pending invitation, to an address no account has."""
     deploy: str
     """The id of a token scoped to P, held by P's member."""
     key: str
@@ -173,6 +178,25 @@ class World:
 
     def enabled_code(self, who: Who) -> str:
         return self._code(who, enable=True)
+
+    def invited(self, who: Who) -> str:
+        """The id of a new invitation of the caller's (the newcomer's, for nobody) to a
+        project of its own, which has no other members and none of P's, Q's or S's
+        words in its name."""
+        email = self.newcomer_email if who is Who.ANONYMOUS else self.emails[who]
+        with self.db.transaction() as session:
+            project = Project(id=new_id(), name=f"guild-{self.n}")
+            invitation = Invitation(
+                id=new_id(),
+                project_id=project.id,
+                email=email,
+                role=Role.MEMBER,
+                expires_at=now() + timedelta(days=7),
+            )
+            session.add(project)
+            session.flush()
+            session.add(invitation)
+        return format_id(Kind.INVITATION, invitation.id)
 
 
 def build_world(db: Database, box: SecretBox, n: int) -> World:
@@ -247,6 +271,14 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
             [Image(project_id=p.id, name=f"{P}-img-{n}"), Image(project_id=None, name=f"pub-{n}")]
         )
         rule = _vm_in(session, p, n)
+        invitation = Invitation(
+            id=new_id(),
+            project_id=p.id,
+            email=f"invitee-{n}@{P}.test",
+            role=Role.VIEWER,
+            expires_at=now() + timedelta(days=7),
+        )
+        session.add(invitation)
 
         users = {who: person.id for who, person in people.items()}
         users[Who.SCOPED] = users[Who.ELSEWHERE] = sam.id
@@ -270,6 +302,7 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
         sam=format_id(Kind.USER, sam.id),
         newcomer=format_id(Kind.USER, newcomer.id),
         newcomer_email=newcomer.email,
+        invitation=format_id(Kind.INVITATION, invitation.id),
         deploy=format_id(Kind.TOKEN, deploy),
         key=format_id(Kind.SSH_KEY, key_id),
         image=f"{P}-img-{n}",
@@ -400,10 +433,19 @@ def _add_key(world: World, _who: Who) -> Call:
     return Call(f"/v1/projects/{world.project}/ssh-keys", body)
 
 
-def _add_member(role: Role) -> Callable[[World, Who], Call]:
+def _invite(role: Role) -> Callable[[World, Who], Call]:
     def call(world: World, _who: Who) -> Call:
-        body = {"user": world.newcomer, "role": role.value}
-        return Call(f"/v1/projects/{world.project}/members", body)
+        body = {"email": world.newcomer_email, "role": role.value}
+        return Call(f"/v1/projects/{world.project}/invitations", body)
+
+    return call
+
+
+def _answer(action: str) -> Callable[[World, Who], Call]:
+    """Accept or decline an invitation made for the caller."""
+
+    def call(world: World, who: Who) -> Call:
+        return Call(f"/v1/invitations/{world.invited(who)}/{action}")
 
     return call
 
@@ -438,11 +480,20 @@ CASES = [
          (401, 403, 403, 403, 409, 404, 404, 409, 404), _p(), "with a VM"),
     Case("GET", "/v1/projects/{project}/members",
          (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/members")),
-    Case("POST", "/v1/projects/{project}/members",
-         (401, 403, 403, 201, 201, 404, 404, 201, 404), _add_member(Role.MEMBER)),
-    Case("POST", "/v1/projects/{project}/members",
-         (401, 403, 403, 403, 201, 404, 404, 201, 404), _add_member(Role.OWNER),
-         "as an owner"),
+    Case("GET", "/v1/projects/{project}/invitations",
+         (401, 403, 403, 200, 200, 404, 404, 200, 404), _p("/invitations")),
+    Case("POST", "/v1/projects/{project}/invitations",
+         (401, 403, 403, 201, 201, 404, 404, 201, 404), _invite(Role.MEMBER)),
+    Case("POST", "/v1/projects/{project}/invitations",
+         (401, 403, 403, 403, 201, 404, 404, 201, 404), _invite(Role.OWNER), "as an owner"),
+    Case("DELETE", "/v1/projects/{project}/invitations/{invitation}",
+         (401, 403, 403, 204, 204, 404, 404, 204, 404), _p("/invitations/{invitation}")),
+    Case("GET", "/v1/invitations",
+         (401, 200, 200, 200, 200, 200, 200, 403, 403), _fixed("/v1/invitations")),
+    Case("POST", "/v1/invitations/{invitation}/accept",
+         (401, 200, 200, 200, 200, 200, 200, 403, 403), _answer("accept")),
+    Case("POST", "/v1/invitations/{invitation}/decline",
+         (401, 204, 204, 204, 204, 204, 204, 403, 403), _answer("decline")),
     Case("PATCH", "/v1/projects/{project}/members/{user}",
          (401, 403, 403, 200, 200, 404, 404, 200, 404),
          _p("/members/{target}", {"role": "member"})),

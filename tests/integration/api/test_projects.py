@@ -32,10 +32,10 @@ def test_a_taken_project_name_is_a_conflict(people: People) -> None:
 
 def test_an_admin_may_not_make_an_owner(people: People) -> None:
     alice, bob, carol = people.user("alice"), people.user("bob"), people.user("carol")
-    people.project("web", {alice: Role.OWNER, bob: Role.ADMIN})
-    problem(bob.post("/v1/projects/web/members", json={"user": "carol", "role": "owner"}), 403)
-    added = bob.post("/v1/projects/web/members", json={"user": carol.email, "role": "member"})
-    assert added.status_code == 201
+    people.project("web", {alice: Role.OWNER, bob: Role.ADMIN, carol: Role.VIEWER})
+    problem(bob.patch("/v1/projects/web/members/carol", json={"role": "owner"}), 403)
+    changed = bob.patch("/v1/projects/web/members/carol", json={"role": "member"})
+    assert changed.json()["role"] == "member"
     problem(bob.patch("/v1/projects/web/members/alice", json={"role": "viewer"}), 403)
     problem(bob.delete("/v1/projects/web/members/alice"), 403)
 
@@ -50,10 +50,27 @@ def test_the_last_owner_cannot_leave_or_step_down(people: People) -> None:
     assert [m["name"] for m in bob.get("/v1/projects/web/members").json()["items"]] == ["bob"]
 
 
-def test_adding_a_member_twice_is_a_conflict(people: People) -> None:
-    alice, bob = people.user("alice"), people.user("bob")
-    people.project("web", {alice: Role.OWNER, bob: Role.VIEWER})
-    problem(alice.post("/v1/projects/web/members", json={"user": "bob", "role": "admin"}), 409)
+def test_changing_or_removing_someone_outside_the_project_says_nothing_about_them(
+    people: People,
+) -> None:
+    alice, bob, carol = people.user("alice"), people.user("bob"), people.user("carol")
+    people.project("web", {alice: Role.OWNER, carol: Role.VIEWER})
+    people.project("db", {bob: Role.OWNER})
+    refs = [bob.name, bob.email, bob.id, "nobody", "nobody@example.test", "usr-" + "0" * 26]
+
+    for ref in refs:
+        changed = problem(
+            alice.patch(f"/v1/projects/web/members/{ref}", json={"role": "admin"}), 404
+        )
+        removed = problem(alice.delete(f"/v1/projects/web/members/{ref}"), 404)
+        assert changed["detail"] == removed["detail"] == f"web has no member {ref!r}"
+    assert (
+        alice.patch(f"/v1/projects/web/members/{carol.email}", json={"role": "admin"}).json()[
+            "role"
+        ]
+        == "admin"
+    )
+    assert bob.get("/v1/projects/db").json()["role"] == "owner"
 
 
 def test_deleting_a_project_takes_its_keys_members_and_scoped_tokens(people: People) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 from uuid import UUID
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from nubis import sshkey
 from nubis.auth import tokens
 from nubis.auth.passwords import hash_password
+from nubis.clock import now
 from nubis.db import Database
 from nubis.ids import Kind, new_id, parse_id
 from nubis.models import (
@@ -28,6 +30,7 @@ from nubis.models import (
     AuditEvent,
     FirewallRule,
     Image,
+    Invitation,
     Location,
     Membership,
     Network,
@@ -88,6 +91,34 @@ def _members(session: Session, caller: Caller, count: int) -> None:
             for key in _users(session, count)
         ],
     )
+
+
+def _invitations_to_project(session: Session, caller: Caller, count: int) -> None:
+    session.execute(
+        insert(Invitation),
+        [
+            {"project_id": caller.project, "email": f"{new_id().hex}@example.test"}
+            | {"role": Role.VIEWER, "invited_by": caller.person.key, "expires_at": _week()}
+            for _ in range(count)
+        ],
+    )
+
+
+def _invitations_to_caller(session: Session, caller: Caller, count: int) -> None:
+    ids = [new_id() for _ in range(count)]
+    session.execute(insert(Project), [{"id": key, "name": f"p{key.hex}"[:32]} for key in ids])
+    session.execute(
+        insert(Invitation),
+        [
+            {"project_id": key, "email": caller.person.email, "role": Role.MEMBER}
+            | {"invited_by": caller.person.key, "expires_at": _week()}
+            for key in ids
+        ],
+    )
+
+
+def _week() -> datetime:
+    return now() + timedelta(days=7)
 
 
 def _tokens_of(session: Session, caller: Caller, count: int, project: UUID | None) -> None:
@@ -200,6 +231,8 @@ class Listing:
 LISTINGS = [
     Listing("/v1/projects", 1, _projects),
     Listing("/v1/projects/{project}/members", 1, _members),
+    Listing("/v1/projects/{project}/invitations", 0, _invitations_to_project),
+    Listing("/v1/invitations", 0, _invitations_to_caller),
     Listing("/v1/tokens", 1, lambda s, c, n: _tokens_of(s, c, n, None)),
     Listing("/v1/projects/{project}/tokens", 0, lambda s, c, n: _tokens_of(s, c, n, c.project)),
     Listing("/v1/projects/{project}/ssh-keys", 0, _ssh_keys),

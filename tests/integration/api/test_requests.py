@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from nubis.api.limits import MAX_BODY_BYTES
 from nubis.models import Role
-from tests.integration.api.people import People, problem
+from tests.integration.api.people import PASSWORD, People, problem
 
 
 def test_an_unknown_field_is_refused_with_its_name(people: People) -> None:
@@ -45,6 +45,21 @@ def test_a_duration_without_a_known_unit_is_refused(people: People) -> None:
         assert "expires_in" in refused["errors"], bad
     too_long = problem(alice.post("/v1/tokens", json={"name": "ci", "expires_in": "400d"}), 422)
     assert too_long["errors"] == {"expires_in": "at most 366d"}
+
+
+def test_a_duration_beyond_a_century_is_refused_not_a_server_error(
+    client: TestClient, people: People
+) -> None:
+    alice = people.user("alice")
+    reason = {"expires_in": "'999999999w' is too long: a duration is at most 36500d"}
+    minted = alice.post("/v1/tokens", json={"name": "ci", "expires_in": "999999999w"})
+    login = {"email": alice.email, "password": PASSWORD, "expires_in": "999999999w"}
+
+    assert problem(minted, 422, "invalid_input")["errors"] == reason
+    assert problem(client.post("/v1/auth/token", json=login), 422, "invalid_input")["errors"] == (
+        reason
+    )
+    assert [t["name"] for t in alice.get("/v1/tokens").json()["items"]] == ["test"]
 
 
 def test_a_body_that_is_not_json_is_a_bad_request(client: TestClient, people: People) -> None:

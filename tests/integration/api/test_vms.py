@@ -180,6 +180,43 @@ def test_a_disk_smaller_than_the_image_or_an_unknown_size_is_refused(
     assert "is not a size" in unitless["detail"]
 
 
+@pytest.mark.parametrize(
+    ("field", "size", "reason"),
+    [
+        ("memory", "127M", "at least 128MiB"),
+        ("memory", "4097G", "at most 4TiB"),
+        ("disk", "65T", "at most 64TiB"),
+        (
+            "memory",
+            "999999999999999T",
+            "'999999999999999T' is too large: a size is at most 9223372036854775807 bytes",
+        ),
+        (
+            "disk",
+            "8388608T",
+            "'8388608T' is too large: a size is at most 9223372036854775807 bytes",
+        ),
+    ],
+)
+def test_a_size_beyond_what_a_vm_or_the_store_takes_is_refused_naming_the_field(
+    alice: Person, project: str, agent: Agent, db: Database, *, field: str, size: str, reason: str
+) -> None:
+    refused = problem(create(alice, project, **{field: size}), 422, "invalid_input")
+
+    assert refused["errors"] == {field: reason}
+    with db.reading() as session:
+        assert session.scalar(select(func.count()).select_from(Vm)) == 0
+
+
+def test_the_smallest_memory_a_vm_boots_with_is_taken(
+    alice: Person, project: str, agent: Agent
+) -> None:
+    answer = create(alice, project, memory="128M")
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["memory_bytes"] == 128 * 2**20
+
+
 def test_vm_names_are_unique_in_a_project(alice: Person, project: str, agent: Agent) -> None:
     assert create(alice, project).status_code == 202
 

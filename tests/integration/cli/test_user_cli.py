@@ -317,9 +317,9 @@ def _alice_adds_a_key_and_bob_as_bob_logs_in(
 ) -> str:
     """Bob logs in on the same terminal under a profile of his own, which becomes
     current, so alice names hers meanwhile. Bob's id."""
-    added_key, added_bob, bob_login = together(
+    added_key, invited_bob, bob_login = together(
         cli.start("ssh-key", "add", "laptop", str(key), "--json", "--profile", "default"),
-        cli.start("member", "add", "bob", "--role", "viewer", "--json", "--profile", "default"),
+        cli.start("member", "add", BOB, "--role", "viewer", "--json", "--profile", "default"),
         _login(cli, api, BOB, "--profile", "bob", password=bob_password),
     )
     ssh_key = added_key.json()
@@ -327,15 +327,30 @@ def _alice_adds_a_key_and_bob_as_bob_logs_in(
     assert ssh_key["name"] == "laptop"
     assert ssh_key["fingerprint"] == _fingerprint(key)
     assert ssh_key["public_key"] == key.read_text().strip()
-    member = added_bob.json()
-    assert set(member) == {"user", "name", "email", "role", "added_at"}
-    assert (member["name"], member["email"], member["role"]) == ("bob", BOB, "viewer")
+    invitation = invited_bob.json()
+    assert set(invitation) == {
+        "id", "project", "project_name", "email", "role", "invited_by", "created_at",
+        "expires_at",
+    }  # fmt: skip
+    assert (invitation["project_name"], invitation["email"], invitation["role"]) == (
+        "web",
+        BOB,
+        "viewer",
+    )
     assert f"as {BOB} (profile bob;" in succeeded(bob_login).stdout
     config = cli.config()
     assert config["current"] == "bob"
     assert set(config["profiles"]) == {"default", "bob"}
     assert config["profiles"]["default"]["project"] == "web"
-    bob_id: str = member["user"]
+
+    # Bob, now the current profile, finds the invitation and accepts it.
+    assert [i["id"] for i in cli.run("invitation", "list", "--json").json()] == [invitation["id"]]
+    accepted = succeeded(cli.run("invitation", "accept", invitation["id"]))
+    assert accepted.stdout == "You are in project web now, as viewer.\n"
+    members = cli.run("member", "list", "-p", "web", "--json").json()
+    (bob,) = [m for m in members if m["email"] == BOB]
+    assert (bob["name"], bob["role"]) == ("bob", "viewer")
+    bob_id: str = bob["user"]
     return bob_id
 
 
@@ -348,7 +363,7 @@ def _bob_reads_the_project_but_cannot_change_it(
         cli.start("member", "list", "--project", "web"),
         cli.start("ssh-key", "add", "mine", str(bobs_key), "-p", "web"),
         cli.start("ssh-key", "rm", "laptop", "-p", "web"),
-        cli.start("member", "add", "carol", "--role", "viewer", "-p", "web"),
+        cli.start("member", "add", _email("carol"), "--role", "viewer", "-p", "web"),
         cli.start("project", "delete", "web", "-y"),
     )
     assert [(k["name"], k["fingerprint"]) for k in keys.json()] == [("laptop", _fingerprint(key))]
@@ -384,8 +399,8 @@ def test_an_operator_shares_a_project_with_a_viewer_who_can_read_but_not_change_
     api: Api, store: Database, cli: Cli, tmp_path: Path
 ) -> None:
     """The whole story, on one terminal: alice, an operator, turns on TOTP, makes a
-    project and adds bob as a viewer; bob, under a second profile, reads the project
-    but cannot change it; the audit log holds every login attempt."""
+    project and invites bob as a viewer; bob, under a second profile, accepts, reads the
+    project but cannot change it; the audit log holds every login attempt."""
     _person(store, "carol")
     key, bobs_key = _public_key(tmp_path, "alice"), _public_key(tmp_path, "bob")
 
@@ -517,8 +532,11 @@ def test_text_from_users_is_printed_as_it_is_and_names_stay_one_path_segment(
 ) -> None:
     env = {"NUBIS_API_URL": api.url, "NUBIS_TOKEN": _token(api, _person(store, "kim"))}
     succeeded(cli.run("project", "create", "kims", env=env))
-    refused(cli.run("member", "add", "[/]", "-p", "kims", env=env), "no user '[/]'")
-    refused(cli.run("member", "add", "[red]x", "-p", "kims", env=env), "no user '[red]x'")
+    refused(
+        cli.run("member", "add", "[/]", "-p", "kims", env=env),
+        "the request is invalid: email: '[/]' is not an email address",
+    )
+    refused(cli.run("member", "rm", "[red]x", "-p", "kims", env=env), "kims has no member '[red]x'")
     for name in ("kims/..", "kims/members"):
         refused(
             cli.run("project", "show", name, env=env),
