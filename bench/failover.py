@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nubis.config import Settings  # noqa: E402
-from nubis.images import guest, tiny  # noqa: E402
+from nubis.guestimage import guest, tiny  # noqa: E402
 from tests.e2e import guests, namespaces  # noqa: E402
 from tests.e2e.cloud import Cloud, Host  # noqa: E402
 from tests.e2e.processes import checked, command_line  # noqa: E402

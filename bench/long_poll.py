@@ -6,8 +6,7 @@ Joins N hosts (default 100) to an API served by uvicorn in this process, on SQLi
 on PostgreSQL, and has each long-poll its desired state as an agent does (`wait` = the
 agent's 2 s interval) while nothing changes. It counts every statement the API runs
 and prints statements per second for each store; the last line is one JSON object of
-every figure. NUBIS_BENCH_CHECKOUT=DIR measures the nubis of another checkout (say,
-before a change) under the same load.
+every figure.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import socket
 import sys
 import tempfile
@@ -36,10 +34,10 @@ POLL_WAIT = 2.0
 """An agent's long poll waits its interval."""
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, os.environ.get("NUBIS_BENCH_CHECKOUT", str(REPO)))
 
 from bench.store import postgres_database  # noqa: E402
 from nubis import hosts as host_service  # noqa: E402
+from nubis import locations  # noqa: E402
 from nubis.api import create_app  # noqa: E402
 from nubis.config import Settings  # noqa: E402
 from nubis.db import Database  # noqa: E402
@@ -90,9 +88,7 @@ def _serving(url: str, data_dir: Path) -> Iterator[tuple[str, Any, _Statements]]
 def _join(base: str, db: Any, hosts: int) -> list[str]:
     """`hosts` new hosts of a new location; their credentials."""
     with db.transaction() as session:
-        location = host_service.create_location(
-            session, "bench1", "2001:db8:77::/48", flooding="unicast"
-        )
+        location = locations.create(session, "bench1", "2001:db8:77::/48", flooding="unicast")
         tokens = [
             host_service.issue_join_token(session, location.id, timedelta(hours=1))
             for _ in range(hosts)

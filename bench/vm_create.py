@@ -36,8 +36,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nubis.images.debian import DEB_CACHE  # noqa: E402
-from nubis.images.tiny import build  # noqa: E402
+from nubis.guestimage.debian import DEB_CACHE  # noqa: E402
+from nubis.guestimage.tiny import build  # noqa: E402
 
 NUBIS = REPO / ".venv" / "bin" / "nubis"
 PYTHON = REPO / ".venv" / "bin" / "python"

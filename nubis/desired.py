@@ -10,10 +10,11 @@ from uuid import UUID
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from nubis import hosts, networks, peers
+from nubis import networks, peers
 from nubis.ids import Kind, format_id
-from nubis.ipam import subnets
+from nubis.ipam import host_subnets, subnets
 from nubis.models import (
+    ON_HOST,
     FirewallRule,
     Flooding,
     Health,
@@ -29,7 +30,7 @@ from nubis.protocol import NETWORK_MTU, Desired, FdbEntry, HostNetwork, ImageRef
 from nubis.protocol import FirewallRule as WireRule
 from nubis.protocol import Network as WireNetwork
 from nubis.protocol import Nic as WireNic
-from nubis.vms import BRIDGE, OFF_LABELS, nics_of
+from nubis.vms import BRIDGE, nics_of
 
 
 def for_host(session: Session, host: Host, *, fence_seconds: float) -> Desired:
@@ -37,14 +38,14 @@ def for_host(session: Session, host: Host, *, fence_seconds: float) -> Desired:
     away, the project networks those VMs have NICs in, and its peers. A dead host runs
     nothing: should it come back, it stops whatever it ran. A fixed number of queries,
     however many VMs and networks there are."""
-    prefix = hosts.vm_subnet(session, host)
+    prefix = host_subnets.of(session, host)
     rows = (
         []
         if host.health == Health.DEAD
         else session.execute(
             select(Vm, Image)
             .join(Image, Image.id == Vm.image_id)
-            .where(Vm.host_id == host.id, Vm.label.not_in(OFF_LABELS))
+            .where(Vm.host_id == host.id, Vm.label.in_(ON_HOST))
             .order_by(Vm.id)
         ).all()
     )
@@ -84,7 +85,7 @@ def _networks(session: Session, host: Host, network_ids: list[UUID]) -> dict[UUI
         .where(
             Nic.network_id.in_(network_ids),
             Vm.host_id != host.id,
-            Vm.label.not_in(OFF_LABELS),
+            Vm.label.in_(ON_HOST),
         )
         .order_by(Nic.mac)
     ):

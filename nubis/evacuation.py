@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from nubis import hosts, vms
 from nubis.engine import strand
 from nubis.ids import Kind, format_id
-from nubis.models import AllocationState, Host, Vm
+from nubis.models import GONE, ON_HOST, AllocationState, Host, Vm, VmLabel
 from nubis.scheduling.allocator import release
 
 
@@ -22,7 +22,7 @@ def take_off(session: Session, host: Host) -> int:
     host's desired state then names no VM, so if it comes back it runs nothing."""
     found = session.scalars(
         select(Vm)
-        .where(Vm.host_id == host.id, Vm.label.not_in(vms.GONE_LABELS | {"stranded"}))
+        .where(Vm.host_id == host.id, Vm.label.not_in(GONE | {VmLabel.STRANDED}))
         .order_by(Vm.id)
         .with_for_update()
     ).all()
@@ -50,7 +50,7 @@ def evacuate(session: Session, host: Host) -> int:
     if host.allocation_state == AllocationState.ACCEPTING:
         hosts.set_allocation_state(session, host, AllocationState.DRAINING, "evacuated")
     moving = session.scalars(
-        select(Vm).where(Vm.host_id == host.id, Vm.label.not_in(vms.OFF_LABELS)).order_by(Vm.id)
+        select(Vm).where(Vm.host_id == host.id, Vm.label.in_(ON_HOST)).order_by(Vm.id)
     ).all()
     for vm in moving:
         if vm.strand_id is not None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from nubis import revisions, vms
 from nubis.errors import Conflict, InvalidInput, NotFound
 from nubis.ids import Kind, looks_like_id, parse_id
-from nubis.models import FirewallRule, Network, Vm
+from nubis.models import GONE, FirewallRule, Network, Vm
 
 PROTOCOLS = ("tcp", "udp", "icmp", "any")
 """`icmp` is ICMPv6."""
@@ -99,7 +99,7 @@ def add(
     """Add a rule to one VM (of the project) or one network (of the project)."""
     if (vm is None) == (network is None):
         raise InvalidInput("a rule is for a VM or for a network", errors={"vm": "or network"})
-    if vm is not None and vm.label in vms.GONE_LABELS:
+    if vm is not None and vm.label in GONE:
         raise Conflict(f"VM {vm.name} is being deleted")
     made = FirewallRule(
         project_id=project_id,
@@ -146,5 +146,5 @@ def touch(session: Session, rule: FirewallRule) -> None:
         vms.touch_networks(session, [rule.network_id])
         return
     vm = session.get(Vm, rule.vm_id) if rule.vm_id else None
-    if vm is not None and vm.host_id is not None and vm.label not in vms.GONE_LABELS:
+    if vm is not None and vm.host_id is not None and vm.label not in GONE:
         revisions.touch(session, vm.host_id)

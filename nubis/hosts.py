@@ -18,11 +18,10 @@ from sqlalchemy.orm import Session
 
 from nubis import peers, revisions
 from nubis.clock import now
-from nubis.config import Settings
 from nubis.engine import strand
 from nubis.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from nubis.ids import Kind
-from nubis.ipam import subnets
+from nubis.ipam import host_subnets
 from nubis.models import (
     Allocation,
     AllocationState,
@@ -30,12 +29,11 @@ from nubis.models import (
     Host,
     HostEvent,
     JoinToken,
-    Location,
-    Subnet,
     Vm,
 )
-from nubis.names import check_name, ref_clause
+from nubis.names import ref_clause
 from nubis.protocol import HostReport
+from nubis.scheduling import waiting
 
 JOIN_TOKEN_PREFIX = "nubis_join_"
 CREDENTIAL_PREFIX = "nubis_host_"
@@ -49,35 +47,6 @@ def record(session: Session, host_id: UUID, kind: str, detail: str) -> None:
     session.add(HostEvent(host_id=host_id, kind=kind, detail=detail))
 
 
-def create_location(
-    session: Session, name: str, prefix: str, *, display_name: str | None = None, flooding: str
-) -> Location:
-    check_name(name)
-    try:
-        network = ipaddress.IPv6Network(prefix)
-    except ValueError as error:
-        raise InvalidInput(f"{prefix!r} is not an IPv6 prefix: {error}") from None
-    if network.prefixlen > 56:
-        raise InvalidInput(f"{prefix} is too small: a location needs a /56 or larger")
-    if session.scalar(select(Location.id).where(Location.name == name)) is not None:
-        raise Conflict(f"a location named {name!r} exists already")
-    location = Location(
-        name=name, display_name=display_name or name, prefix=str(network), flooding=flooding
-    )
-    session.add(location)
-    session.flush()
-    return location
-
-
-def location(session: Session, ref: str) -> Location:
-    found = session.scalars(
-        select(Location).where(ref_clause(Kind.LOCATION, Location.id, Location.name, ref))
-    ).one_or_none()
-    if found is None:
-        raise NotFound(f"no location {ref!r}")
-    return found
-
-
 def issue_join_token(session: Session, location_id: UUID, lifetime: timedelta) -> str:
     """A secret that lets one host join the location, once, within `lifetime`."""
     secret = JOIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -89,10 +58,9 @@ def issue_join_token(session: Session, location_id: UUID, lifetime: timedelta) -
     return secret
 
 
-def register(
-    session: Session, join_token: str, report: HostReport, settings: Settings
-) -> tuple[Host, str]:
-    """Spend a join token on a new host; the host and its credential (shown once)."""
+def register(session: Session, join_token: str, report: HostReport) -> tuple[Host, str]:
+    """Spend a join token on a new host; the host (with its /64) and its credential
+    (shown once). Its monitor is the caller's to start (`HostMonitor.assemble`)."""
     token = session.scalars(
         select(JoinToken).where(JoinToken.secret_sha256 == _digest(join_token)).with_for_update()
     ).one_or_none()
@@ -122,35 +90,17 @@ def register(
     session.add(host)
     session.flush()
     token.used_by = host.id
-    # Locked: a network made at the same time must not take the same /64.
-    location = session.get_one(Location, token.location_id, with_for_update=True)
-    taken = session.scalars(select(Subnet.number).where(Subnet.location_id == location.id))
-    number = subnets.first_free(location.prefix, taken)
-    session.add(Subnet(location_id=location.id, number=number, host_id=host.id))
-    from nubis.progs.host import HostMonitor  # noqa: PLC0415 (the prog imports this module)
-
-    host.monitor_id = strand.start(
-        session,
-        HostMonitor,
-        {
-            "host": str(host.id),
-            "unreachable": settings.host_unreachable_seconds,
-            "fence": settings.host_fence_seconds,
-            "dead": settings.host_dead_seconds,
-        },
-    )
-    _touch_peers(session, before, peers.location_ring(session, location.id))
+    prefix = host_subnets.assign(session, host)
+    _touch_peers(session, before, peers.location_ring(session, host.location_id))
     record(
         session,
         host.id,
         "joined",
         f"{report.cores} cores, {report.memory_bytes} bytes of memory, {report.hugepages} "
         f"huge pages, {report.disk_bytes} bytes of disk, {report.arch}, {report.acceleration}, "
-        f"underlay {underlay}, VM network {subnets.subnet(location.prefix, number)}",
+        f"underlay {underlay}, VM network {prefix}",
     )
-    from nubis.vms import wake_waiting  # noqa: PLC0415 (vms imports this module)
-
-    wake_waiting(session, location.id)
+    waiting.wake(session, host.location_id)
     return host, credential
 
 
@@ -162,16 +112,6 @@ def _touch_peers(
     """Raise the desired revision of each host whose peers changed."""
     for host_id in peers.changed(before, after):
         revisions.touch(session, host_id)
-
-
-def vm_subnet(session: Session, host: Host) -> str:
-    """The /64 the host announces to its VMs."""
-    row = session.execute(
-        select(Location.prefix, Subnet.number)
-        .join(Subnet, Subnet.location_id == Location.id)
-        .where(Subnet.host_id == host.id)
-    ).one()
-    return subnets.subnet(row.prefix, row.number)
 
 
 def authenticate(session: Session, credential: str) -> Host:
@@ -204,9 +144,7 @@ def set_allocation_state(session: Session, host: Host, state: AllocationState, w
     record(session, host.id, "allocation_state", f"{host.allocation_state} -> {state}: {why}")
     host.allocation_state = state
     if state == AllocationState.ACCEPTING:
-        from nubis.vms import wake_waiting  # noqa: PLC0415 (vms imports this module)
-
-        wake_waiting(session, host.location_id)
+        waiting.wake(session, host.location_id)
     return True
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from nubis import revisions
-from nubis.agent.net.addresses import stable_mac
+from nubis.addresses import stable_mac
 from nubis.errors import Conflict, NotFound
 from nubis.ids import Kind, format_id
 from nubis.ipam import subnets, vnis

@@ -11,20 +11,23 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis import hosts, networks, revisions
-from nubis.agent.net.addresses import eui64_address, stable_mac
+from nubis import networks, revisions
+from nubis.addresses import eui64_address, stable_mac
 from nubis.engine import strand
 from nubis.errors import Conflict, InvalidInput, NotFound
 from nubis.ids import Kind, format_id, new_id
+from nubis.ipam import host_subnets
 from nubis.models import (
+    GONE,
+    LEAVING,
     Host,
     Image,
     ImageState,
-    Location,
     Network,
     Nic,
     Vm,
     VmEvent,
+    VmLabel,
 )
 from nubis.names import check_name, ref_clause
 from nubis.protocol import Status
@@ -33,15 +36,6 @@ from nubis.scheduling.stages import Request
 from nubis.scheduling.weigher import Policy
 from nubis.units import format_size
 
-GONE_LABELS = frozenset({"destroy", "wait_gone"})
-"""The labels of a VM being deleted: it is no longer in its host's desired state."""
-LEAVING_LABELS = frozenset({"leave", "wait_left"})
-"""The labels of a VM moving off a host that lives: its host stops it first."""
-OFF_LABELS = GONE_LABELS | LEAVING_LABELS | {"stranded"}
-"""The labels of a VM its host must not run: being deleted, moving away, or left
-stopped with its dead host (`--no-ha`)."""
-WAITING_LABEL = "evacuate"
-"""The label of a VM that has no host and is being placed (or waits for capacity)."""
 BRIDGE = "nbvm"
 """The bridge of every host's own VM network."""
 MOST_NIC_NUMBER = 15
@@ -120,8 +114,9 @@ def _check_sizes(order: Order) -> None:
         )
 
 
-def create(session: Session, order: Order, policy: Policy) -> Vm:
-    """Make the VM and reserve its place; NoCapacity if nothing fits (nothing is kept)."""
+def make(session: Session, order: Order, policy: Policy) -> Vm:
+    """Make the VM (flushed, with its NICs) and reserve its place; NoCapacity if nothing
+    fits (nothing is kept). Its prog is the caller's to start (`VmNexus.assemble`)."""
     check_name(order.name)
     _check_networks(order)
     if order.image.state != ImageState.ACTIVE:
@@ -149,7 +144,7 @@ def create(session: Session, order: Order, policy: Policy) -> Vm:
         user_data=order.user_data,
         affinity_group=order.group,
         ha=order.ha,
-        label="wait_up",
+        label=VmLabel.WAIT_UP,
     )
     session.add(vm)
     session.flush()
@@ -157,13 +152,10 @@ def create(session: Session, order: Order, policy: Policy) -> Vm:
     host = session.get_one(Host, placement.host_id)
     vm.host_id = host.id
     mac = stable_mac(format_id(Kind.VM, vm.id), 0)
-    address = eui64_address(hosts.vm_subnet(session, host), mac)
+    address = eui64_address(host_subnets.of(session, host), mac)
     session.add(Nic(vm_id=vm.id, number=0, mac=mac, tap=tap_name(vm.id, 0), address=address))
     for number, network in enumerate(order.networks, start=1):
         session.add(_nic(session, vm, network, number))
-    from nubis.progs.vm import VmNexus  # noqa: PLC0415 (the prog imports this module)
-
-    vm.strand_id = strand.start(session, VmNexus, {"vm": str(vm.id)})
     session.flush()
     touch_networks(session, [n.id for n in order.networks], also=host.id)
     note(session, vm.id, "placed", f"created on host {host.name}")
@@ -190,7 +182,7 @@ def place_again(session: Session, vm: Vm, policy: Policy = Policy.SPREAD) -> Hos
     host = session.get_one(Host, placement.host_id)
     vm.host_id = host.id
     nic = session.scalars(select(Nic).where(Nic.vm_id == vm.id, Nic.number == 0)).one()
-    nic.address = eui64_address(hosts.vm_subnet(session, host), nic.mac)
+    nic.address = eui64_address(host_subnets.of(session, host), nic.mac)
     # A new machine from the image: nothing of the old one's reported state holds.
     vm.observed, vm.observed_detail = None, ""
     vm.reboots = vm.observed_reboots = 0
@@ -202,19 +194,6 @@ def place_again(session: Session, vm: Vm, policy: Policy = Policy.SPREAD) -> Hos
 def note(session: Session, vm_id: UUID, kind: str, detail: str) -> None:
     """Write to the VM's event log."""
     session.add(VmEvent(vm_id=vm_id, kind=kind, detail=detail))
-
-
-def wake_waiting(session: Session, location_id: UUID) -> None:
-    """Capacity may have appeared in the location: VMs waiting for it look again now."""
-    for strand_id in session.scalars(
-        select(Vm.strand_id).where(
-            Vm.location_id == location_id,
-            Vm.label == WAITING_LABEL,
-            Vm.waiting.is_not(None),
-        )
-    ):
-        if strand_id is not None:
-            strand.incr(session, strand_id, "capacity")
 
 
 def _nic(session: Session, vm: Vm, network: Network, number: int) -> Nic:
@@ -233,7 +212,7 @@ def _nic(session: Session, vm: Vm, network: Network, number: int) -> Nic:
 
 
 def _changeable(vm: Vm, network: Network) -> None:
-    if vm.label in GONE_LABELS:
+    if vm.label in GONE:
         raise Conflict(f"VM {vm.name} is being deleted")
     if network.project_id != vm.project_id:
         raise NotFound(f"no network {network.name!r}")
@@ -280,19 +259,6 @@ def find(session: Session, project_id: UUID, ref: str, *, lock: bool = False) ->
     if vm is None:
         raise NotFound(f"no VM {ref!r}")
     return vm
-
-
-def location_for(session: Session, ref: str | None) -> Location:
-    """The location `ref` names; without one, the only location there is."""
-    if ref is not None:
-        return hosts.location(session, ref)
-    found = session.scalars(select(Location).limit(2)).all()
-    if len(found) != 1:
-        raise InvalidInput(
-            "say which location the VM goes to" if found else "there is no location yet",
-            errors={"location": "required"},
-        )
-    return found[0]
 
 
 def touch_networks(
@@ -354,23 +320,23 @@ def observe(session: Session, host: Host, status: Status) -> None:
         vm.observed, vm.observed_reboots, vm.observed_detail = state, reboots, detail
         if report is not None and report.console is not None:
             vm.console = report.console
-        waits = vm.label in ("wait_gone", "wait_left")
+        waits = vm.label in (VmLabel.WAIT_GONE, VmLabel.WAIT_LEFT)
         if (changed or waits) and vm.strand_id is not None:
             strand.incr(session, vm.strand_id, "observed")
 
 
 def display_state(vm: Vm) -> str:
     """The one word people see."""
-    if vm.label in GONE_LABELS:
+    if vm.label in GONE:
         return "deleting"
-    if vm.label == "stranded":
+    if vm.label == VmLabel.STRANDED:
         return "stopped"
-    if vm.label == WAITING_LABEL:
+    if vm.label == VmLabel.EVACUATE:
         return "waiting for capacity" if vm.waiting else "moving"
-    if vm.label in LEAVING_LABELS:
+    if vm.label in LEAVING:
         return "moving"
     if vm.observed is None or vm.observed == "preparing":
-        return "creating" if vm.label == "wait_up" else "starting"
+        return "creating" if vm.label == VmLabel.WAIT_UP else "starting"
     if vm.observed == "error":
         return "failed"
     if vm.running and vm.reboots > vm.observed_reboots:

@@ -17,8 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from nubis.agent.qemu.argv import ACCELERATIONS, MACHINE, QEMU
-from nubis.images import guest, tiny
-from nubis.images.debian import DEB_CACHE
+from nubis.guestimage import guest, tiny
+from nubis.guestimage.debian import DEB_CACHE
 from nubis.protocol import HostReport
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
-from nubis import evacuation, hosts, networks
+from nubis import evacuation, hosts, locations
 from nubis.cli.output import JsonOption, console, fail, listing, show
 from nubis.cli.store import database
 from nubis.ids import Kind, format_id
@@ -33,9 +33,7 @@ def location_create(
     ] = Flooding.MULTICAST,
 ) -> None:
     with database() as db, db.transaction() as session:
-        made = hosts.create_location(
-            session, name, prefix, display_name=display_name, flooding=flooding
-        )
+        made = locations.create(session, name, prefix, display_name=display_name, flooding=flooding)
         console.print(f"Created location {made.name} ({made.prefix}, {made.flooding} flooding).")
 
 
@@ -64,8 +62,8 @@ def location_set(
 ) -> None:
     """Change how a location's networks flood; its hosts rebuild their VXLANs."""
     with database() as db, db.transaction() as session:
-        found = hosts.location(session, name)
-        changed = networks.set_flooding(session, found, flooding)
+        found = locations.find(session, name)
+        changed = locations.set_flooding(session, found, flooding)
     console.print(f"{name} {'now floods' if changed else 'floods already'} by {flooding}.")
 
 
@@ -77,7 +75,7 @@ def host_join_token(
     """A one-time token for `nubis agent --join-token`."""
     lifetime = parse_duration(expires_in)
     with database() as db, db.transaction() as session:
-        secret = hosts.issue_join_token(session, hosts.location(session, location).id, lifetime)
+        secret = hosts.issue_join_token(session, locations.find(session, location).id, lifetime)
     console.print(secret)
 
 

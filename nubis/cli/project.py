@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from nubis.auth.roles import Role
 from nubis.cli.account import ProfileOption
 from nubis.cli.client import part, project_of, signed_in
 from nubis.cli.output import JsonOption, console, listing, show
 from nubis.cli.profile import Config
+from nubis.roles import Role
 
 project_app = typer.Typer(help="Projects: what every resource belongs to.", no_args_is_help=True)
 member_app = typer.Typer(help="Members of a project and their roles.", no_args_is_help=True)

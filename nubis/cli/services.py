@@ -15,7 +15,7 @@ import typer
 import uvicorn
 from sqlalchemy import select
 
-from nubis import hosts
+from nubis import hosts, locations
 from nubis.agent import hardware
 from nubis.agent.runner import CREDENTIAL_FILE, Agent
 from nubis.api import create_app
@@ -159,7 +159,7 @@ def _local_agent(db: Database, settings: Settings) -> Agent:
         with db.transaction() as session:
             location = session.scalars(select(Location).order_by(Location.id)).first()
             if location is None:
-                location = hosts.create_location(
+                location = locations.create(
                     session, "local", _private_prefix(), flooding=Flooding.MULTICAST
                 )
             join_token = hosts.issue_join_token(session, location.id, timedelta(hours=1))

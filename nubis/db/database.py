@@ -75,12 +75,7 @@ class Database:
             engine = sa.create_engine(
                 parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
-        sessions = sessionmaker(engine, expire_on_commit=False)
-        # Imported here: the engine's modules import the models, which import this one.
-        from nubis.engine.doorbell import install  # noqa: PLC0415
-
-        install(sessions)
-        return cls(engine=engine, sessions=sessions)
+        return cls(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False))
 
     @property
     def is_postgres(self) -> bool:

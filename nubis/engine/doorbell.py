@@ -1,9 +1,10 @@
 """Waking idle workers when there is new work, without polling.
 
 A transaction that makes work due (a new strand, a semaphore, a retry, a child that
-exits) calls `ring_on_commit(session)`. When it commits, every worker thread in this
-process wakes at once; on PostgreSQL the commit also sends `NOTIFY nubis_strand`,
-which a `Listener` thread in every worker process turns into a ring of its own bell.
+exits) calls `ring_on_commit(session)`. When it commits (any session's: the hooks are
+on SQLAlchemy's Session class), every worker thread in this process wakes at once; on
+PostgreSQL the commit also sends `NOTIFY nubis_strand`, which a `Listener` thread in
+every worker process turns into a ring of its own bell.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +54,22 @@ def ring_on_commit(session: Session) -> None:
     session.info[_RING] = True
 
 
-def install(sessions: sessionmaker[Session], bell: Doorbell = DOORBELL) -> None:
-    """Make `sessions` ring `bell` (and NOTIFY on PostgreSQL) when asked to."""
+# Every session's: whichever process makes work due wakes the workers.
+@event.listens_for(Session, "before_commit")
+def _notify(session: Session) -> None:
+    if session.info.get(_RING) and session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
-    @event.listens_for(sessions, "before_commit")
-    def _notify(session: Session) -> None:
-        if session.info.get(_RING) and session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
-    @event.listens_for(sessions, "after_commit")
-    def _ring(session: Session) -> None:
-        if session.info.pop(_RING, False):
-            bell.ring()
+@event.listens_for(Session, "after_commit")
+def _ring(session: Session) -> None:
+    if session.info.pop(_RING, False):
+        DOORBELL.ring()
 
-    @event.listens_for(sessions, "after_rollback")
-    def _forget(session: Session) -> None:
-        session.info.pop(_RING, None)
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_RING, None)
 
 
 class Listener(threading.Thread):

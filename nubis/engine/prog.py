@@ -32,6 +32,7 @@ from uuid import UUID
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
+from nubis.engine import strand
 from nubis.models.engine import Semaphore, Strand, StrandStatus
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -160,9 +161,7 @@ class Prog:
 
     def bud(self, prog: type[Prog], frame: dict[str, Any] | None = None) -> UUID:
         """Start a child strand; it begins running once this label commits."""
-        from nubis.engine.strand import start  # noqa: PLC0415 (strand imports this module)
-
-        return start(self.session, prog, frame, parent_id=self.strand_id)
+        return strand.start(self.session, prog, frame, parent_id=self.strand_id)
 
     def reap(self, then: str, *, nap: float = 60.0) -> NoReturn:
         """Collect exited children's values into `frame["reaped"]`; hop to `then` when

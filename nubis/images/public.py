@@ -21,8 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.errors import Conflict, InvalidInput
-from nubis.images import store, tiny
-from nubis.images.debian import DEB_CACHE
+from nubis.guestimage import tiny
+from nubis.guestimage.debian import DEB_CACHE
+from nubis.images import store
 from nubis.images.verify import verify
 from nubis.models import Image, ImageState
 from nubis.names import check_name

@@ -1,6 +1,5 @@
 """The domain models, one module per domain. Importing this registers every table."""
 
-from nubis.auth.roles import Role
 from nubis.models.account import (
     ApiToken,
     AuditEvent,
@@ -26,9 +25,13 @@ from nubis.models.compute import (
 from nubis.models.engine import Semaphore, Strand, StrandStatus
 from nubis.models.image import Image, ImageState
 from nubis.models.network import FirewallRule, Network, VniHold
-from nubis.models.vm import Nic, Subnet, Vm, VmEvent
+from nubis.models.vm import GONE, LEAVING, ON_HOST, Nic, Subnet, Vm, VmEvent, VmLabel
+from nubis.roles import Role
 
 __all__ = [
+    "GONE",
+    "LEAVING",
+    "ON_HOST",
     "Allocation",
     "AllocationState",
     "ApiToken",
@@ -59,5 +62,6 @@ __all__ = [
     "User",
     "Vm",
     "VmEvent",
+    "VmLabel",
     "VniHold",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from uuid import UUID
 
 from sqlalchemy import (
@@ -22,9 +23,40 @@ from nubis.db.base import Base
 from nubis.ids import new_id
 
 
+class VmLabel(StrEnum):
+    """The labels of a VM's prog (`nubis/progs/vm.py`, a method each), which `Vm.label`
+    holds: the one place they are named."""
+
+    WAIT_UP = "wait_up"
+    """Placed; its host is to start it."""
+    SETTLED = "settled"
+    """Its host runs it (or keeps it stopped); the owner's wishes are carried out."""
+    EVACUATE = "evacuate"
+    """It has no host, and is being placed on one (or waits for capacity)."""
+    STRANDED = "stranded"
+    """`--no-ha`, stopped with its dead host until started again."""
+    LEAVE = "leave"
+    """Its host, which lives, is told to stop it so it can move."""
+    WAIT_LEFT = "wait_left"
+    """Waiting for its host to have stopped it."""
+    DESTROY = "destroy"
+    """Being deleted: its host is told to remove it."""
+    WAIT_GONE = "wait_gone"
+    """Waiting for its host to have removed it; then it gives back all it held."""
+
+
+ON_HOST = frozenset({VmLabel.WAIT_UP, VmLabel.SETTLED})
+"""The labels of a VM its host has in its desired state (and runs, or keeps stopped).
+An allow-list: a label not named here (a new one too) keeps the VM off every host."""
+GONE = frozenset({VmLabel.DESTROY, VmLabel.WAIT_GONE})
+"""The labels of a VM being deleted: nothing of it changes any more."""
+LEAVING = frozenset({VmLabel.LEAVE, VmLabel.WAIT_LEFT})
+"""The labels of a VM moving off a host that lives."""
+
+
 class Vm(Base):
-    """A VM. `label` is its prog's label; `running` and `reboots` are what its owner
-    asked for, `observed_*` what its host's agent last reported."""
+    """A VM. `label` is its prog's label (a VmLabel); `running` and `reboots` are what its
+    owner asked for, `observed_*` what its host's agent last reported."""
 
     __tablename__ = "vm"
 
@@ -40,14 +72,13 @@ class Vm(Base):
     ssh_keys: Mapped[list[str]] = mapped_column(JSON)
     user_data: Mapped[str | None] = mapped_column(Text)
     affinity_group: Mapped[str | None] = mapped_column(String(64))
-    label: Mapped[str] = mapped_column(String(32), default="create")
+    label: Mapped[str] = mapped_column(String(32), default=VmLabel.WAIT_UP)
     strand_id: Mapped[UUID | None]
     running: Mapped[bool] = mapped_column(default=True)
     reboots: Mapped[int] = mapped_column(default=0)
     observed: Mapped[str | None] = mapped_column(String(16))
     observed_reboots: Mapped[int] = mapped_column(default=0)
     observed_detail: Mapped[str] = mapped_column(Text, default="")
-    failure: Mapped[str | None] = mapped_column(Text)
     ha: Mapped[bool] = mapped_column(default=True, server_default=true())
     """Whether the VM is recreated on another host when its host dies (else it stays
     stopped with its dead host)."""

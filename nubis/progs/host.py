@@ -17,13 +17,18 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from nubis import peers
+from sqlalchemy.orm import Session
+
+from nubis import hosts, peers
 from nubis.clock import now
-from nubis.config import FENCE_ACT_SECONDS
+from nubis.config import FENCE_ACT_SECONDS, Settings
+from nubis.engine import strand
 from nubis.engine.prog import Prog, label
 from nubis.evacuation import take_off
 from nubis.hosts import record
 from nubis.models import Health, Host
+from nubis.protocol import HostReport
+from nubis.scheduling import waiting
 
 DEAD_NAP_SECONDS = 3600.0
 """A dead host's monitor waits for a heartbeat (which wakes it) or the removal."""
@@ -43,6 +48,22 @@ def health_after(silence: float, unreachable: float, dead: float) -> Health:
 
 class HostMonitor(Prog):
     start_label = "watch"
+
+    @classmethod
+    def assemble(
+        cls, session: Session, join_token: str, report: HostReport, settings: Settings
+    ) -> tuple[Host, str]:
+        """A host joins: it is made (`hosts.register`) and watched from now on; the host
+        and its credential (shown once)."""
+        host, credential = hosts.register(session, join_token, report)
+        frame = {
+            "host": str(host.id),
+            "unreachable": settings.host_unreachable_seconds,
+            "fence": settings.host_fence_seconds,
+            "dead": settings.host_dead_seconds,
+        }
+        host.monitor_id = strand.start(session, cls, frame)
+        return host, credential
 
     @label
     def watch(self) -> None:
@@ -102,6 +123,4 @@ class HostMonitor(Prog):
         elif was is Health.DEAD:
             # Its desired state names no VM: the agent stopped and removed what it ran.
             record(self.session, host.id, "rejoined", "back from the dead as an empty host")
-            from nubis.vms import wake_waiting  # noqa: PLC0415 (vms imports the progs)
-
-            wake_waiting(self.session, host.location_id)
+            waiting.wake(self.session, host.location_id)

@@ -36,7 +36,8 @@ from typing import Any
 import httpx
 
 from nubis.db import Database
-from nubis.hosts import find, vm_subnet
+from nubis.hosts import find
+from nubis.ipam import host_subnets
 from tests.e2e import namespaces
 from tests.e2e.namespaces import UNDERLAY_LINK, Names, Underlay
 from tests.e2e.processes import (
@@ -332,7 +333,7 @@ class Cloud:
         try:
             with database.reading() as session:
                 for host in self.hosts.values():
-                    host.vm_prefix = vm_subnet(session, find(session, host.name))
+                    host.vm_prefix = host_subnets.of(session, find(session, host.name))
         finally:
             database.dispose()
         for host in self.hosts.values():

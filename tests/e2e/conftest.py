@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from nubis.images import tiny
+from nubis.guestimage import tiny
 from tests.e2e.cloud import Cloud
 from tests.e2e.processes import checked
 

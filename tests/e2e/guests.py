@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from nubis.cli.vm import unseen
-from nubis.images import guest
+from nubis.guestimage import guest
 from tests.e2e.cloud import Cloud, Host
 from tests.e2e.conftest import requires_root
 from tests.e2e.processes import checked

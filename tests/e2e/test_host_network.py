@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nubis.agent.net.addresses import METADATA_IPV4, eui64_address, link_local, stable_mac
+from nubis.addresses import METADATA_IPV4, eui64_address, link_local, stable_mac
 from nubis.protocol import HostNetwork, ImageRef, Nic, VmSpec
 from tests.e2e import frames
 from tests.e2e.capture import capture

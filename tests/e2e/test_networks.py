@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from nubis.agent.net.addresses import link_local
+from nubis.addresses import link_local
+from nubis.guestimage import tiny
 from nubis.ids import Kind, parse_id
-from nubis.images import tiny
 from nubis.networks import group
 from nubis.vms import tap_name
 from tests.e2e import guests

@@ -27,14 +27,14 @@ from pathlib import Path
 
 import pytest
 
+from nubis.addresses import eui64_address, stable_mac
 from nubis.agent.disk import info, make_overlay
-from nubis.agent.net.addresses import eui64_address, stable_mac
 from nubis.agent.qemu import process
 from nubis.agent.qemu.hotplug import PERIPHERALS, sync_nics
 from nubis.agent.qemu.monitor import Monitor
 from nubis.agent.qemu.paths import VmPaths
 from nubis.agent.seed import write_seed
-from nubis.images import guest
+from nubis.guestimage import guest
 from nubis.protocol import (
     NETWORK_MTU,
     FirewallRule,

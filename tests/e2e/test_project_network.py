@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from nubis.agent.net.addresses import eui64_address, link_local, stable_mac
+from nubis.addresses import eui64_address, link_local, stable_mac
 from nubis.protocol import (
     PROBE_PORT,
     VXLAN_PORT,

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from nubis.addresses import eui64_address, link_local, stable_mac
 from nubis.agent import hardware
 from nubis.agent.disk import info, make_overlay
-from nubis.agent.net.addresses import eui64_address, link_local, stable_mac
 from nubis.agent.qemu import process
 from nubis.agent.qemu.paths import VmPaths
 from nubis.agent.seed import write_seed
-from nubis.images import guest, tiny
+from nubis.guestimage import guest, tiny
 from nubis.protocol import HostNetwork, ImageRef, Nic, VmSpec
 from tests.e2e.capture import OUTGOING, capture
 

@@ -83,8 +83,7 @@ from pyroute2.netlink.nfnetlink.nftsocket import (  # type: ignore[import-untype
     NFTSocket,
 )
 
-from nubis.agent.net.addresses import METADATA_IPV4, METADATA_IPV6, link_local
-from nubis.agent.net.metadata import mark_of
+from nubis.addresses import METADATA_IPV4, METADATA_IPV6, link_local, mark_of
 from nubis.protocol import MAC_PATTERN, PROBE_PORT, VXLAN_PORT, FirewallRule, Network, VmSpec
 
 log = logging.getLogger(__name__)

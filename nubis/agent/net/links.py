@@ -17,7 +17,7 @@ from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 from pyroute2.netlink.rtnl import ndmsg  # type: ignore[import-untyped]
 
-from nubis.agent.net.addresses import METADATA_IPV4, METADATA_IPV6, stable_mac
+from nubis.addresses import METADATA_IPV4, METADATA_IPV6, stable_mac
 from nubis.protocol import VXLAN_PORT, HostNetwork, Network
 
 BRIDGE_PREFIX = "nb"

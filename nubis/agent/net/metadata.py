@@ -32,7 +32,6 @@ OpenStack version):
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import logging
@@ -47,7 +46,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-from nubis.agent.net.addresses import METADATA_IPV4, METADATA_IPV6
+from nubis.addresses import METADATA_IPV4, METADATA_IPV6, mark_of
 from nubis.protocol import Ipam, Network, VmSpec
 
 log = logging.getLogger(__name__)
@@ -70,13 +69,6 @@ REQUEST_TIMEOUT = 10.0
 
 _VERSION = re.compile(r"^(latest|\d{4}-\d{2}-\d{2})$")
 """A version of EC2's or OpenStack's metadata API: all answer alike."""
-
-
-def mark_of(vm_id: str) -> int:
-    """The packet mark of `vm_id`'s ports: non-zero, 32 bits, the same on every host and
-    after every restart, so nothing needs to remember it."""
-    mark = int.from_bytes(hashlib.blake2b(vm_id.encode(), digest_size=4).digest(), "big")
-    return mark or 1
 
 
 def by_mark(vms: Iterable[VmSpec]) -> dict[int, VmSpec]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis import evacuation, hosts, networks
+from nubis import evacuation, hosts, locations
 from nubis.api.deps import DatabaseDep, PrincipalDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import AuditEventOut, UserCreate, UserOut, UserUpdate
@@ -112,8 +112,8 @@ def update_location(
     told at once."""
     authorize(principal, Action.OPERATE)
     with db.transaction() as session:
-        found = hosts.location(session, location)
-        networks.set_flooding(session, found, body.flooding)
+        found = locations.find(session, location)
+        locations.set_flooding(session, found, body.flooding)
         return LocationOut(
             id=format_id(Kind.LOCATION, found.id),
             name=found.name,

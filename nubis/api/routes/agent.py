@@ -21,7 +21,8 @@ from nubis.desired import for_host
 from nubis.errors import NotFound, Unauthenticated
 from nubis.ids import Kind, format_id, parse_id
 from nubis.images import store
-from nubis.models import Image, ImageState, Vm
+from nubis.models import ON_HOST, Image, ImageState, Vm
+from nubis.progs.host import HostMonitor
 from nubis.protocol import Desired, Heartbeat, Registered, Registration, Status
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
@@ -38,7 +39,7 @@ HostCredential = Annotated[HTTPAuthorizationCredentials | None, Depends(_host_be
 def register(body: Registration, db: DatabaseDep, settings: SettingsDep) -> Registered:
     """Join a location with a one-time join token; answers the host's credential, once."""
     with db.transaction() as session:
-        host, credential = hosts.register(session, body.join_token, body.host, settings)
+        host, credential = HostMonitor.assemble(session, body.join_token, body.host, settings)
         return Registered(host_id=format_id(Kind.HOST, host.id), credential=credential)
 
 
@@ -149,7 +150,7 @@ def fetch_image(
                 Image.id == image_id,
                 Image.state == ImageState.ACTIVE,
                 Vm.host_id == host.id,
-                Vm.label.not_in(vms.OFF_LABELS),
+                Vm.label.in_(ON_HOST),
             )
             .limit(1)
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
-from nubis import networks, vms
+from nubis import locations, networks
 from nubis.api.deps import DatabaseDep, PrincipalDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.network import NetworkCreate, NetworkOut
@@ -57,7 +57,7 @@ def create_network(
     """Make a network: a VNI of its location and, for IPAM `manual` and `auto`, a /64."""
     with db.transaction() as session:
         access = project_access(session, principal, project, Action.WRITE)
-        location = vms.location_for(session, body.location)
+        location = locations.of_request(session, body.location)
         return NetworkOut.of(
             networks.create(session, access.project.id, location, body.name, body.ipam)
         )

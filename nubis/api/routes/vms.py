@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis import networks, sshkey, vms
+from nubis import locations, networks, sshkey, vms
 from nubis.api.deps import DatabaseDep, PrincipalDep, SettingsDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.network import NicAdd
@@ -18,7 +18,8 @@ from nubis.auth.authz import Action, project_access
 from nubis.engine import strand
 from nubis.errors import Conflict
 from nubis.images import store
-from nubis.models import SshKey, Vm, VmEvent
+from nubis.models import GONE, SshKey, Vm, VmEvent
+from nubis.progs.vm import VmNexus
 from nubis.scheduling.weigher import Policy
 from nubis.units import parse_size
 
@@ -76,7 +77,7 @@ def create_vm(
         order = vms.Order(
             project_id=access.project.id,
             name=body.name,
-            location_id=vms.location_for(session, body.location).id,
+            location_id=locations.of_request(session, body.location).id,
             image=image,
             cores=body.cores,
             memory_bytes=memory,
@@ -87,7 +88,7 @@ def create_vm(
             networks=[networks.find(session, access.project.id, ref) for ref in body.networks],
             ha=body.ha,
         )
-        vm = vms.create(session, order, Policy(settings.placement_policy))
+        vm = VmNexus.assemble(session, order, Policy(settings.placement_policy))
         return _out(session, vm)
 
 
@@ -160,7 +161,7 @@ def _signal(db: DatabaseDep, principal: PrincipalDep, project: str, ref: str, na
     with db.transaction() as session:
         access = project_access(session, principal, project, Action.WRITE)
         vm = vms.find(session, access.project.id, ref, lock=True)
-        if vm.label in vms.GONE_LABELS:
+        if vm.label in GONE:
             raise Conflict(f"VM {vm.name} is being deleted")
         if name == "reboot" and not vm.running:
             raise Conflict(f"VM {vm.name} is stopped: start it instead of rebooting it")

@@ -98,7 +98,7 @@ class VmOut(BaseModel):
                 for n in nics
             ],
             ha=vm.ha,
-            detail=vm.failure or vm.waiting or vm.observed_detail,
+            detail=vm.waiting or vm.observed_detail,
             created_at=vm.created_at,
         )
 

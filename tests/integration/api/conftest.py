@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from nubis import hosts
+from nubis import hosts, locations
 from nubis.api import create_app
 from nubis.config import Settings
 from nubis.db import Database
@@ -46,7 +46,7 @@ def people(db: Database, client: TestClient) -> People:
 def agent(client: TestClient, db: Database) -> Agent:
     """A host joined to a location `fra1` (2001:db8:1::/48), played by the test."""
     with db.transaction() as session:
-        location = hosts.create_location(session, "fra1", "2001:db8:1::/48", flooding="unicast")
+        location = locations.create(session, "fra1", "2001:db8:1::/48", flooding="unicast")
         token = hosts.issue_join_token(session, location.id, timedelta(hours=1))
     answer = client.post("/v1/agent/register", json={"join_token": token, "host": REPORT})
     assert answer.status_code == 201, answer.text

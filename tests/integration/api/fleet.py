@@ -10,7 +10,7 @@ import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from nubis import hosts
+from nubis import hosts, locations
 from nubis.db import Database
 from nubis.ids import Kind, parse_id
 from nubis.models import Host, Image, ImageState, Location, Role
@@ -28,7 +28,7 @@ def join(
     with db.transaction() as session:
         found = session.scalars(select(Location).where(Location.name == location)).one_or_none()
         if found is None:
-            found = hosts.create_location(session, location, "2001:db8:1::/48", flooding="unicast")
+            found = locations.create(session, location, "2001:db8:1::/48", flooding="unicast")
         token = hosts.issue_join_token(session, found.id, timedelta(hours=1))
     host = {**REPORT, "name": name, "underlay_address": underlay}
     answer = client.post("/v1/agent/register", json={"join_token": token, "host": host})

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from nubis import hosts
+from nubis import hosts, locations
 from nubis.db import Database
 from nubis.models import Health, Host, HostEvent, Location
 from nubis.models.engine import Semaphore
@@ -30,7 +30,7 @@ REPORT: dict[str, Any] = {
 
 def _join_token(db: Database, lifetime: timedelta = timedelta(hours=1)) -> str:
     with db.transaction() as session:
-        location = session.scalars(select(Location)).first() or hosts.create_location(
+        location = session.scalars(select(Location)).first() or locations.create(
             session, "fra1", "2001:db8:1::/48", flooding="multicast"
         )
         return hosts.issue_join_token(session, location.id, lifetime)

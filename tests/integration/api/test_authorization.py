@@ -33,7 +33,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from nubis import firewall, hosts, networks, sshkey, vms
+from nubis import firewall, locations, networks, sshkey, vms
 from nubis.api import create_app
 from nubis.auth import accounts, tokens
 from nubis.auth.passwords import hash_password
@@ -53,6 +53,7 @@ from nubis.models import (
     Subnet,
     User,
 )
+from nubis.progs.vm import VmNexus
 from nubis.protocol import Ipam
 from nubis.scheduling.weigher import Policy
 from nubis.secretbox import SecretBox
@@ -320,9 +321,7 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
 def _vm_in(session: Session, project: Project, n: int) -> str:
     """A location with one roomy host, an active image of P's, two networks of P's and a
     VM of P's on the host, in the first network, which has a firewall rule; the rule's id."""
-    location = hosts.create_location(
-        session, f"loc-{n}", f"2001:db8:{n:x}::/48", flooding="unicast"
-    )
+    location = locations.create(session, f"loc-{n}", f"2001:db8:{n:x}::/48", flooding="unicast")
     host = Host(
         location_id=location.id,
         name=f"host-{n}",
@@ -362,7 +361,7 @@ def _vm_in(session: Session, project: Project, n: int) -> str:
         ],
     )
     networks.create(session, project.id, location, f"{P}-spare-{n}", Ipam.NONE)
-    vms.create(session, order, Policy.SPREAD)
+    VmNexus.assemble(session, order, Policy.SPREAD)
     rule = firewall.add(
         session, project.id, firewall.check("tcp", "22", None), vm=None, network=order.networks[0]
     )

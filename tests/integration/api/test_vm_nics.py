@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nubis import networks
-from nubis.agent.net.addresses import eui64_address, stable_mac
+from nubis.addresses import eui64_address, stable_mac
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher

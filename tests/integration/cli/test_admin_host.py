@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner, Result
 
-from nubis import hosts
 from nubis.cli import app
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.models import Host, Location
+from nubis.progs.host import HostMonitor
 from nubis.protocol import HostReport
 from nubis.scheduling.allocator import place
 from nubis.scheduling.stages import GIB, Request
@@ -33,7 +33,7 @@ def _join(db: Database, token: str, name: str = "h1") -> None:
         disk_bytes=500 * GIB, underlay_address="fd00::1", acceleration="tcg",
     )  # fmt: skip
     with db.transaction() as session:
-        hosts.register(session, token, report, Settings())
+        HostMonitor.assemble(session, token, report, Settings())
 
 
 def test_an_operator_makes_a_location_and_a_host_joins_with_its_token(

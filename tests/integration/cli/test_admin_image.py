@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
-from nubis import hosts
+from nubis import locations
 from nubis.cli import app
 from nubis.config import Settings
 from nubis.db import Database
@@ -133,9 +133,7 @@ def test_an_image_a_vm_uses_cannot_be_deleted(
     _run(cli, "add", str(qcow2(tmp_path, "a.qcow2")), "--name", "base")
     with db.transaction() as session:
         image = session.scalars(select(Image).where(Image.name == "base")).one()
-        location = hosts.create_location(
-            session, "fra1", "2001:db8:1::/48", flooding=Flooding.MULTICAST
-        )
+        location = locations.create(session, "fra1", "2001:db8:1::/48", flooding=Flooding.MULTICAST)
         project = Project(name="acme")
         session.add(project)
         session.flush()

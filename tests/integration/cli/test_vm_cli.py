@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import select as query
 
-from nubis import hosts
+from nubis import hosts, locations
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher
@@ -163,7 +163,7 @@ def _register(api: Api, store: Database, tag: str) -> tuple[str, Host]:
     """A location of its own and a host joined to it through the agent API."""
     location = f"loc-{tag}"
     with store.transaction() as session:
-        made = hosts.create_location(
+        made = locations.create(
             session, location, f"2001:db8:{next(PREFIXES):x}::/48", flooding="unicast"
         )
         token = hosts.issue_join_token(session, made.id, timedelta(hours=1))

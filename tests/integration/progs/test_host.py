@@ -10,14 +10,14 @@ from uuid import UUID
 import pytest
 from sqlalchemy import select, update
 
-from nubis import hosts
+from nubis import hosts, locations
 from nubis.clock import now
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher
 from nubis.models import Health, Host, HostEvent
 from nubis.models.engine import Strand, StrandStatus
-from nubis.progs.host import health_after
+from nubis.progs.host import HostMonitor, health_after
 from nubis.protocol import HostReport
 from tests.integration.engine.helpers import drain
 
@@ -31,13 +31,13 @@ def dispatcher(db: Database) -> Dispatcher:
 
 def _joined(db: Database) -> UUID:
     with db.transaction() as session:
-        location = hosts.create_location(session, "fra1", "2001:db8::/48", flooding="unicast")
+        location = locations.create(session, "fra1", "2001:db8::/48", flooding="unicast")
         token = hosts.issue_join_token(session, location.id, timedelta(hours=1))
         report = HostReport(
             name="h1", arch="x86_64", cores=4, threads=8, memory_bytes=2**33, hugepages=0,
             disk_bytes=2**36, underlay_address="fd00::1", acceleration="tcg",
         )  # fmt: skip
-        host, _ = hosts.register(session, token, report, SETTINGS)
+        host, _ = HostMonitor.assemble(session, token, report, SETTINGS)
         return host.id
 
 

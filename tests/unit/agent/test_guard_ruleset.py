@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from nubis.addresses import mark_of
 from nubis.agent.net.guard import (
     GuardedNic,
     Opening,
@@ -21,7 +22,6 @@ from nubis.agent.net.guard import (
     removal,
     ruleset,
 )
-from nubis.agent.net.metadata import mark_of
 from nubis.protocol import FirewallRule, ImageRef, Ipam, Network, Nic, VmSpec
 
 A = GuardedNic(tap="nta", mac="02:aa:00:00:00:01", address="fd00:1:2:3:aa:ff:fe00:1", mark=0x111)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nubis.images import debian
-from nubis.images.debian import BuildError, Package
-from tests.unit.images.elf import kernel_module, program
+from nubis.guestimage import debian
+from nubis.guestimage.debian import BuildError, Package
+from tests.unit.guestimage.elf import kernel_module, program
 
 SHOW = """\
 Package: dropbear-bin

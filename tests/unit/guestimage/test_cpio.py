@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nubis.images.cpio import MAGIC, CpioError, Entry, archive, read
+from nubis.guestimage.cpio import MAGIC, CpioError, Entry, archive, read
 
 ENTRIES = [
     Entry.file("init", b"#!/bin/sh\necho hello\n", 0o755),

@@ -12,7 +12,7 @@ import pytest
 
 from nubis.agent.net.metadata import network_data
 from nubis.agent.seed import meta_data
-from nubis.images import guest
+from nubis.guestimage import guest
 from nubis.protocol import Ipam, Network
 from tests.unit.agent.vm_specs import nic, vm_spec
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nubis.images import guest, tiny
-from nubis.images.debian import BuildError
-from tests.unit.images.elf import kernel_module, program
+from nubis.guestimage import guest, tiny
+from nubis.guestimage.debian import BuildError
+from tests.unit.guestimage.elf import kernel_module, program
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 

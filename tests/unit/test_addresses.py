@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nubis.agent.net.addresses import eui64_address, link_local, stable_mac
+from nubis.addresses import eui64_address, link_local, stable_mac
 from nubis.protocol import MAC_PATTERN
 
 
@@ -40,8 +40,10 @@ def test_eui64_address_refuses_a_malformed_mac(mac: str) -> None:
         link_local(mac)
 
 
-def test_stable_mac_is_the_same_on_every_call() -> None:
-    assert stable_mac("vm-0193d5c1", 0) == stable_mac("vm-0193d5c1", 0)
+def test_stable_mac_is_the_same_everywhere_and_forever() -> None:
+    # The control plane and every host compute it on their own, and must agree.
+    assert stable_mac("vm-0193d5c1", 0) == "e2:e0:79:21:b2:2a"
+    assert stable_mac("vm-0193d5c1", 1) == "6e:a7:21:fa:3a:e3"
 
 
 def test_stable_mac_differs_per_nic_and_per_vm() -> None:

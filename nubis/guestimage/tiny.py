@@ -21,9 +21,9 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from nubis.images import debian, guest
-from nubis.images.cpio import Entry, archive
-from nubis.images.debian import DEB_CACHE, BuildError
+from nubis.guestimage import debian, guest
+from nubis.guestimage.cpio import Entry, archive
+from nubis.guestimage.debian import DEB_CACHE, BuildError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
-"""The addresses of a VM's link: its NICs' MACs, their SLAAC addresses, the metadata service.
+"""The addresses of a VM's link: its NICs' MACs, their SLAAC addresses, the metadata
+service, and the packet mark of its ports.
 
-Pure and free of dependencies on purpose: the control plane computes the same
-addresses when it hands a NIC out, and must get exactly what the guest will configure.
+Pure and free of dependencies on purpose, and shared by both sides like `protocol.py`:
+the control plane computes the same values when it hands a NIC out, every host
+computes them again on its own, and all must get exactly what the guest configures.
 """
 
 from __future__ import annotations
@@ -57,3 +59,10 @@ def eui64_address(prefix: str, mac: str) -> str:
 def link_local(mac: str) -> str:
     """The link-local address a guest gives the NIC `mac` (fe80::/64 and its EUI-64)."""
     return eui64_address("fe80::/64", mac)
+
+
+def mark_of(vm_id: str) -> int:
+    """The packet mark of `vm_id`'s ports: non-zero, 32 bits, the same on every host and
+    after every restart, so nothing needs to remember it."""
+    mark = int.from_bytes(hashlib.blake2b(vm_id.encode(), digest_size=4).digest(), "big")
+    return mark or 1
