@@ -21,6 +21,11 @@ def _vm_path(project: str, vm: str) -> str:
     return f"/v1/projects/{part(project)}/vms/{part(vm)}"
 
 
+def first_address(vm: dict[str, Any]) -> str | None:
+    """The address of the VM's first NIC that has one (NIC 0's, on its host's /64)."""
+    return next((nic["address"] for nic in vm["nics"] if nic["address"]), None)
+
+
 def nic_rows(vm: dict[str, Any]) -> list[list[Any]]:
     """A row per NIC: number, network (`host` for NIC 0), MAC, address."""
     return [

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from nubis.cli.vm import unseen
+from nubis.cli.vm_console import unseen
 from nubis.guestimage import guest
 from tests.e2e.cloud import Cloud, Host
 from tests.e2e.conftest import requires_root

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nubis.cli.vm import unseen
+from nubis.cli.vm_console import unseen
 
 WINDOW = 16 * 1024
 

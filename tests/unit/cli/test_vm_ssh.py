@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nubis.cli.vm import default_identity, ssh_address, ssh_argv
+from nubis.cli.vm_ssh import default_identity, ssh_address, ssh_argv
 from nubis.errors import InvalidInput
 
 KNOWN = Path("/home/ann/.config/nubis/known_hosts")
