@@ -77,6 +77,12 @@ def _forget(client: Client, path: str) -> None:
 def image_upload(
     file: Annotated[Path, typer.Argument(help="A qcow2 image without a backing file.")],
     name: Annotated[str, typer.Option(help="The image's name in the project.")],
+    login_user: Annotated[
+        str,
+        typer.Option(
+            "--login-user", help="Who `nubis vm ssh` logs in as (a cloud image's: debian, …)."
+        ),
+    ] = "root",
     project: ProjectOption = None,
     as_json: JsonOption = False,
     profile: ProfileOption = None,
@@ -98,7 +104,7 @@ def image_upload(
         if length == 0:
             raise InvalidInput(f"{file} is empty")
         base = _images(project_of(chosen, project))
-        image = f"{base}/{part(client.post(base, {'name': name})['id'])}"
+        image = f"{base}/{part(client.post(base, {'name': name, 'login_user': login_user})['id'])}"
         try:
             with _progress(name, length) as advance:
                 uploaded = client.put_stream(

@@ -8,6 +8,8 @@ import secrets
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated
 
@@ -31,6 +33,7 @@ from nubis.models import Flooding, Location, User
 from nubis.secretbox import SecretBox
 
 FIRST_OPERATOR_EMAIL = "admin@localhost"
+STARTED_POLL_SECONDS = 0.05
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,6 @@ def up(
     agent_thread = threading.Thread(
         target=local_agent.run, args=(agent_stop,), name="agent", daemon=True
     )
-    agent_thread.start()
     if settings.tiny_image:
         threading.Thread(target=_add_tiny, args=(db, settings), name="tiny", daemon=True).start()
     api_url = settings.api_url
@@ -93,10 +95,12 @@ def up(
         )
 
     try:
-        _serve(db, settings)
+        # The agent registers and long-polls through the API: it starts once that listens.
+        _serve(db, settings, then=agent_thread.start)
     finally:
         agent_stop.set()
-        agent_thread.join(15)
+        if agent_thread.is_alive():
+            agent_thread.join(15)
         worker.stop()
         db.dispose()
         console.print("nubis stopped.")
@@ -186,8 +190,16 @@ def _private_prefix() -> str:
     return str(ipaddress.IPv6Network(((0xFD << 120) | (global_id << 80), 48)))
 
 
-def _serve(db: Database, settings: Settings) -> None:
-    """Serve the API until SIGINT or SIGTERM, then return normally."""
+def _once_started(server: uvicorn.Server, then: Callable[[], None]) -> None:
+    while not server.started and not server.should_exit:
+        time.sleep(STARTED_POLL_SECONDS)
+    if server.started:
+        then()
+
+
+def _serve(db: Database, settings: Settings, *, then: Callable[[], None] | None = None) -> None:
+    """Serve the API until SIGINT or SIGTERM, then return normally; `then` is called
+    once it listens."""
     app = create_app(db, SecretBox.from_file(settings.secret_key_path), settings)
     config = uvicorn.Config(
         app,
@@ -202,6 +214,8 @@ def _serve(db: Database, settings: Settings) -> None:
     # the caller still has its own shutdown to do (stop the worker, close the store).
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
+    if then is not None:
+        threading.Thread(target=_once_started, args=(server, then), daemon=True).start()
     server.run()
     if not server.started:
         fail(f"the API could not listen on {settings.api_host}:{settings.api_port}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -87,9 +88,21 @@ def partial_of(data_dir: Path, image_id: UUID) -> Path:
     return file_of(data_dir, image_id).with_suffix(PARTIAL_SUFFIX)
 
 
-def begin(session: Session, project_id: UUID | None, name: str) -> Image:
-    """A new image row, waiting for its file. `project_id` None: a public image."""
+LOGIN_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+"""A user name as Debian's `adduser` takes it (and cloud images use)."""
+
+
+def begin(
+    session: Session, project_id: UUID | None, name: str, *, login_user: str = "root"
+) -> Image:
+    """A new image row, waiting for its file. `project_id` None: a public image.
+    `login_user`: who to log in as on its VMs."""
     check_name(name)
+    if not LOGIN_USER.fullmatch(login_user):
+        raise InvalidInput(
+            f"{login_user!r} is not a user name (lowercase letters, digits, _ and -)",
+            errors={"login_user": "a user name, e.g. debian"},
+        )
     clash = select(Image.id).where(Image.name == name)
     clash = clash.where(
         Image.project_id.is_(None) if project_id is None else Image.project_id == project_id
@@ -97,7 +110,7 @@ def begin(session: Session, project_id: UUID | None, name: str) -> Image:
     if session.scalar(clash) is not None:
         where = "a public image" if project_id is None else "an image in the project"
         raise Conflict(f"there is {where} named {name!r} already")
-    image = Image(project_id=project_id, name=name)
+    image = Image(project_id=project_id, name=name, login_user=login_user)
     session.add(image)
     session.flush()
     return image

@@ -35,6 +35,9 @@ class Image(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     failure: Mapped[str | None] = mapped_column(Text)
     """Why it is `failed`."""
+    login_user: Mapped[str] = mapped_column(String(32), default="root", server_default="root")
+    """Who to log in as on a VM made from it (`nubis vm ssh`): a cloud image's default
+    user (`debian`, `ubuntu`) takes the SSH keys, and root is refused."""
     created_at: Mapped[datetime] = mapped_column(default=now)
 
     __table_args__ = (

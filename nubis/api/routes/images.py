@@ -113,7 +113,9 @@ def create_image(
     """Name a new image; its file comes with `PUT …/images/{image}/file`."""
     with db.transaction() as session:
         access = project_access(session, principal, project, Action.WRITE)
-        return ImageOut.of(store.begin(session, access.project.id, body.name))
+        return ImageOut.of(
+            store.begin(session, access.project.id, body.name, login_user=body.login_user)
+        )
 
 
 @router.put(f"{PROJECT}/{{image}}/file", openapi_extra=UPLOAD_BODY)
@@ -168,7 +170,7 @@ def list_public_images(
 def create_public_image(body: ImageCreate, db: DatabaseDep, principal: PrincipalDep) -> ImageOut:
     authorize(principal, Action.OPERATE)
     with db.transaction() as session:
-        return ImageOut.of(store.begin(session, None, body.name))
+        return ImageOut.of(store.begin(session, None, body.name, login_user=body.login_user))
 
 
 @router.put(f"{PUBLIC}/{{image}}/file", openapi_extra=UPLOAD_BODY)

@@ -18,7 +18,7 @@ from nubis.auth.authz import Action, project_access
 from nubis.engine import strand
 from nubis.errors import Conflict
 from nubis.images import store
-from nubis.models import GONE, SshKey, Vm, VmEvent
+from nubis.models import GONE, Host, SshKey, Vm, VmEvent
 from nubis.progs.vm import VmNexus
 from nubis.scheduling.weigher import Policy
 from nubis.units import parse_size
@@ -31,7 +31,14 @@ ASKED = {"start": "starting", "stop": "stopping", "reboot": "rebooting", "destro
 
 def _out(session: Session, vm: Vm, *, shown: str | None = None) -> VmOut:
     nics = vms.nics_of(session, [vm.id])
-    return VmOut.of(vm, nics.get(vm.id, []), vms.network_names(session, nics), shown=shown)
+    host = session.get(Host, vm.host_id) if vm.host_id else None
+    return VmOut.of(
+        vm,
+        nics.get(vm.id, []),
+        vms.network_names(session, nics),
+        host_name=host.name if host else None,
+        shown=shown,
+    )
 
 
 @router.get("")
@@ -44,14 +51,18 @@ def list_vms(
 ) -> Page[VmOut]:
     with db.reading() as session:
         access = project_access(session, principal, project, Action.READ)
-        query = select(Vm).where(Vm.project_id == access.project.id)
+        query = (
+            select(Vm, Host.name)
+            .outerjoin(Host, Host.id == Vm.host_id)
+            .where(Vm.project_id == access.project.id)
+        )
         rows, next_cursor = fetch_page(
             session, query, Vm.id, cursor, limit, key_of=lambda r: r[0].id
         )
-        nics = vms.nics_of(session, [vm.id for (vm,) in rows])
+        nics = vms.nics_of(session, [vm.id for vm, _ in rows])
         names = vms.network_names(session, nics)
         return Page(
-            items=[VmOut.of(vm, nics.get(vm.id, []), names) for (vm,) in rows],
+            items=[VmOut.of(vm, nics.get(vm.id, []), names, host_name=host) for vm, host in rows],
             next_cursor=next_cursor,
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from nubis.api.schemas.common import Input
 from nubis.ids import Kind, format_id
@@ -14,6 +14,9 @@ from nubis.names import Name
 
 class ImageCreate(Input):
     name: Name
+    login_user: str = Field(default="root", min_length=1, max_length=32)
+    """Who to log in as on its VMs: the image's default user (cloud images: `debian`,
+    `ubuntu`, …, which take the SSH keys and refuse root)."""
 
 
 class ImageOut(BaseModel):
@@ -25,6 +28,7 @@ class ImageOut(BaseModel):
     virtual_size_bytes: int | None
     sha256: str | None
     failure: str | None
+    login_user: str
     created_at: datetime
 
     @classmethod
@@ -38,5 +42,6 @@ class ImageOut(BaseModel):
             virtual_size_bytes=image.virtual_size_bytes,
             sha256=image.sha256,
             failure=image.failure,
+            login_user=image.login_user,
             created_at=image.created_at,
         )

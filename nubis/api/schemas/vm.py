@@ -63,6 +63,8 @@ class VmOut(BaseModel):
     disk_bytes: int
     image: str
     host: str | None
+    """The id of the host it is on; null while it has none (being placed, or moving)."""
+    host_name: str | None
     nics: list[NicOut]
     ha: bool
     """Whether it is recreated on another host when its host dies."""
@@ -73,7 +75,13 @@ class VmOut(BaseModel):
 
     @classmethod
     def of(
-        cls, vm: Vm, nics: list[Nic], names: dict[UUID, str], *, shown: str | None = None
+        cls,
+        vm: Vm,
+        nics: list[Nic],
+        names: dict[UUID, str],
+        *,
+        host_name: str | None,
+        shown: str | None = None,
     ) -> VmOut:
         """`names`: of the networks the NICs are in. `shown`: the state to show instead,
         for the answer to a request that moves the VM there (its prog has yet to act on
@@ -87,6 +95,7 @@ class VmOut(BaseModel):
             disk_bytes=vm.disk_bytes,
             image=format_id(Kind.IMAGE, vm.image_id),
             host=format_id(Kind.HOST, vm.host_id) if vm.host_id else None,
+            host_name=host_name,
             nics=[
                 NicOut(
                     number=n.number,

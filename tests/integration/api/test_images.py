@@ -486,3 +486,18 @@ def test_a_failed_image_can_be_deleted(db: Database, alice: Person, project: str
 
     assert alice.delete(f"{base}/failed").status_code == 204
     problem(alice.get(f"{base}/failed"), 404)
+
+
+def test_an_image_says_who_to_log_in_as_and_a_name_no_system_takes_is_refused(
+    alice: Person, project: str
+) -> None:
+    base = f"/v1/projects/{project}/images"
+
+    debian = alice.post(base, json={"name": "debian-12", "login_user": "debian"})
+    plain = made(alice, base, "plain")
+    refused = alice.post(base, json={"name": "odd", "login_user": "Root; rm"})
+
+    assert (debian.status_code, debian.json()["login_user"]) == (201, "debian")
+    assert plain["login_user"] == "root"
+    assert problem(refused, 422)["errors"] == {"login_user": "a user name, e.g. debian"}
+    assert [i["name"] for i in alice.get(base).json()["items"]] == ["debian-12", "plain"]

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select as query
+from sqlalchemy import update
 
 from nubis import hosts, locations
 from nubis.config import Settings
@@ -251,11 +252,15 @@ def test_a_vm_is_listed_and_shown_with_its_state_host_and_address(tenant: Tenant
     )
 
     assert _row_of(
-        succeeded(listed).stdout, "web1", vm["id"], "running", "1", "512 MiB", vm["host"], address
-    )
+        succeeded(listed).stdout, "web1", vm["id"], "running", "1", "512 MiB", tenant.host.name,
+        address,
+    )  # fmt: skip
     assert [v["id"] for v in as_json.json()] == [vm["id"]]
     text = succeeded(shown).stdout
-    for name, value in [("state", "running"), ("memory", "512 MiB"), ("disk", "1 GiB")]:
+    shown_fields = [
+        ("state", "running"), ("memory", "512 MiB"), ("disk", "1 GiB"), ("host", tenant.host.name),
+    ]  # fmt: skip
+    for name, value in shown_fields:
         assert any(line.split() == [name, *value.split()] for line in text.splitlines()), text
     assert _row_of(text, "0", "host", vm["nics"][0]["mac"], address)
 
@@ -447,6 +452,25 @@ def test_ssh_runs_ssh_to_the_vm_address_with_its_host_key_kept_under_the_vm_id(
 
     succeeded(tenant.run("vm", "stop", "web1", "--wait"))
     refused(tenant.run("vm", "ssh", "web1", env=path), "VM web1 is stopped, not running")
+
+
+def test_ssh_logs_in_as_the_image_s_login_user_unless_told_otherwise(
+    tenant: Tenant, store: Database
+) -> None:
+    with store.transaction() as session:
+        session.execute(update(Image).where(Image.name == "tiny").values(login_user="debian"))
+    tenant.create("web1", "--wait")
+    tools = tenant.tmp_path / "bin"
+    tools.mkdir()
+    (tools / "ssh").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (tools / "ssh").chmod(0o755)
+    path = {"PATH": f"{tools}:{os.environ['PATH']}"}
+
+    as_image = succeeded(tenant.run("vm", "ssh", "web1", env=path)).stdout.splitlines()
+    as_told = succeeded(tenant.run("vm", "ssh", "web1", "--user", "root", env=path)).stdout
+
+    assert as_image[as_image.index("-l") + 1] == "debian"
+    assert as_told.splitlines()[as_told.splitlines().index("-l") + 1] == "root"
 
 
 def test_create_without_wait_answers_at_once_with_the_vm_creating(tenant: Tenant) -> None:
