@@ -190,6 +190,8 @@ class Agent:
                 gate.posted(epoch)
                 reconciler.delivered()
             except httpx.TransportError as error:
+                if stop.is_set():
+                    break  # the API went away because the stop was asked for
                 log.warning("cannot reach %s: %s", self.api_url, error)
                 gate.failed()
                 stop.wait(self.retry_seconds)

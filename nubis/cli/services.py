@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -96,7 +97,7 @@ def up(
 
     try:
         # The agent registers and long-polls through the API: it starts once that listens.
-        _serve(db, settings, then=agent_thread.start)
+        _serve(db, settings, then=agent_thread.start, before_exit=agent_stop.set)
     finally:
         agent_stop.set()
         if agent_thread.is_alive():
@@ -197,9 +198,28 @@ def _once_started(server: uvicorn.Server, then: Callable[[], None]) -> None:
         then()
 
 
-def _serve(db: Database, settings: Settings, *, then: Callable[[], None] | None = None) -> None:
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling `before_exit` as soon as the stop signal arrives, while
+    the API still answers: what runs through it can stop before it closes."""
+
+    def __init__(self, config: uvicorn.Config, before_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.before_exit = before_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.before_exit()
+        super().handle_exit(sig, frame)
+
+
+def _serve(
+    db: Database,
+    settings: Settings,
+    *,
+    then: Callable[[], None] | None = None,
+    before_exit: Callable[[], None] = lambda: None,
+) -> None:
     """Serve the API until SIGINT or SIGTERM, then return normally; `then` is called
-    once it listens."""
+    once it listens, `before_exit` when the stop signal arrives."""
     app = create_app(db, SecretBox.from_file(settings.secret_key_path), settings)
     config = uvicorn.Config(
         app,
@@ -208,7 +228,7 @@ def _serve(db: Database, settings: Settings, *, then: Callable[[], None] | None 
         log_level=settings.log_level.lower(),
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, before_exit)
     # Once it has shut down, uvicorn hands the stop signal on to the handler that was
     # there before it. That handler is this no-op: the stop is already under way, and
     # the caller still has its own shutdown to do (stop the worker, close the store).

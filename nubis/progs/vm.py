@@ -52,10 +52,6 @@ class VmNexus(Prog):
         is. NoCapacity if nothing fits (nothing is kept)."""
         vm = vms.make(session, order, policy)
         vm.strand_id = strand.start(session, cls, {"vm": str(vm.id)})
-        assert vm.host_id is not None
-        vms.touch_networks(session, [network.id for network in order.networks], also=vm.host_id)
-        host = session.get_one(Host, vm.host_id)
-        vms.note(session, vm.id, "placed", f"created on host {host.name}")
         return vm
 
     @property
