@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from nubis.agent.disk import put_in_place, run
-from nubis.agent.net.metadata import NetworkLookup
+from nubis.agent.net.metadata_answers import NetworkLookup
 from nubis.protocol import Ipam, Network, VmSpec
 
 LABEL = "CIDATA"

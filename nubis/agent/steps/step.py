@@ -20,15 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 from nubis.agent.image_cache import ImageCache
+from nubis.agent.net.metadata_answers import NetworkLookup, no_networks
 from nubis.agent.qemu import process
 from nubis.agent.qemu.paths import VmPaths
-from nubis.protocol import Network, VmSpec, VmState
+from nubis.protocol import VmSpec, VmState
 
 log = logging.getLogger(__name__)
-
-
-def _no_network(network_id: str) -> Network | None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ class Host:
     stop_timeout: float = process.STOP_TIMEOUT
     may_start: Callable[[], bool] = lambda: True
     """Asked right before a VM is started: a host that fenced itself starts none."""
-    network_of: Callable[[str], Network | None] = _no_network
+    network_of: NetworkLookup = no_networks
     """A project network of this host's desired state, by id."""
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from nubis.agent.net.metadata import network_data
+from nubis.agent.net.metadata_answers import network_data
 from nubis.agent.seed import meta_data
 from nubis.guestimage import guest
 from nubis.protocol import Ipam, Network

@@ -1,11 +1,13 @@
+"""What the metadata service answers a VM, path by path: EC2's and OpenStack's, and
+network_data.json for each kind of NIC."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from nubis.addresses import mark_of
-from nubis.agent.net.metadata import answer, by_mark, network_data
+from nubis.agent.net.metadata_answers import answer, network_data
 from nubis.protocol import ImageRef, Ipam, Network, Nic, VmSpec
 
 IMAGE = ImageRef(id="img-1", sha256="0" * 64, size_bytes=1, virtual_size_bytes=1)
@@ -159,26 +161,6 @@ def test_head_answers_like_get() -> None:
     assert answer("HEAD", "/latest/meta-data/hostname", vm()) == answer(
         "GET", "/latest/meta-data/hostname", vm()
     )
-
-
-def test_a_mark_is_stable_non_zero_and_32_bit() -> None:
-    marks = {mark_of(f"vm-{n}") for n in range(1000)}
-    assert len(marks) == 1000
-    assert all(0 < mark < 2**32 for mark in marks)
-    # Every host computes it again on its own: it is this, forever.
-    assert mark_of("vm-web1") == 0x621F6358
-
-
-def test_by_mark_indexes_vms_by_their_mark() -> None:
-    web, db = vm("vm-web1"), vm("vm-db1")
-    assert by_mark([web, db]) == {mark_of("vm-web1"): web, mark_of("vm-db1"): db}
-
-
-def test_vms_sharing_a_mark_get_no_metadata_at_all() -> None:
-    # Two ids whose marks collide, found by search.
-    first, second = vm("vm-43285"), vm("vm-56583")
-    assert mark_of(first.id) == mark_of(second.id)
-    assert by_mark([first, second, vm("vm-web1")]) == {mark_of("vm-web1"): vm("vm-web1")}
 
 
 MANUAL = Network(
