@@ -15,8 +15,8 @@ from nubis.cli.output import JsonOption, console, fail, listing, show
 from nubis.cli.store import database
 from nubis.config import Settings
 from nubis.errors import Conflict
-from nubis.guestimage import tiny
-from nubis.guestimage.debian import DEB_CACHE, BuildError
+from nubis.guestimage import BuildError, tiny
+from nubis.guestimage.debian import DEB_CACHE
 from nubis.ids import Kind, format_id
 from nubis.images import public, store
 from nubis.models import Image, Vm

@@ -1,10 +1,8 @@
 """Debian packages as the tiny guest's parts: found with apt-cache, fetched with
-`apt-get download` into a cache, unpacked with `dpkg-deb -x`, never installed.
+`apt-get download` into a cache, unpacked with `dpkg-deb -x`, never installed; and
+the build tools run on them (`run`).
 
-Also what a package's files need: the shared libraries and loader of an ELF program
-(`elf_facts`) and the dependencies of a kernel module (`module_info`), read from the
-files themselves, since the kernel package ships no modules.dep (depmod makes it at
-install time) and this machine need not have kmod or binutils.
+What the packages' files need is read from the files themselves (`elf.py`).
 """
 
 from __future__ import annotations
@@ -15,22 +13,19 @@ import hashlib
 import os
 import re
 import shutil
-import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from nubis.guestimage import BuildError
 
 DEB_CACHE = Path("/var/cache/nubis/debs")
 LOCK_FILE = ".lock"
 KERNEL_META = "linux-image-amd64"
 """The package that depends on the current kernel of the release."""
 COMMAND_TIMEOUT = 600.0
-
-
-class BuildError(RuntimeError):
-    """The tiny guest's parts could not be had or put together; the message says why."""
 
 
 def run(
@@ -226,134 +221,3 @@ def extract(deb: Path, into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
     run(["dpkg-deb", "-x", str(deb), str(into)])
     return into
-
-
-# ELF, as far as the tiny guest needs it: 64-bit little-endian (x86-64) only.
-_PT_LOAD, _PT_DYNAMIC, _PT_INTERP = 1, 2, 3
-_DT_NULL, _DT_NEEDED, _DT_STRTAB = 0, 1, 5
-
-
-@dataclass(frozen=True)
-class ElfFacts:
-    interpreter: str | None
-    """The program loader it names (PT_INTERP), if it is linked dynamically."""
-    needed: tuple[str, ...]
-    """The sonames of the shared libraries it needs (DT_NEEDED)."""
-
-
-def _check_elf(data: bytes) -> None:
-    if data[:4] != b"\x7fELF" or data[4:6] != b"\x02\x01":
-        raise BuildError("not a 64-bit little-endian ELF file")
-
-
-def _string(data: bytes, offset: int) -> str:
-    end = data.index(b"\0", offset)
-    return data[offset:end].decode()
-
-
-@contextlib.contextmanager
-def _reading_elf() -> Iterator[None]:
-    try:
-        yield
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError):
-        raise BuildError("a malformed ELF file") from None
-
-
-def elf_facts(data: bytes) -> ElfFacts:
-    """What a program or shared library needs to run."""
-    _check_elf(data)
-    with _reading_elf():
-        return _elf_facts(data)
-
-
-def _elf_facts(data: bytes) -> ElfFacts:
-    phoff = struct.unpack_from("<Q", data, 0x20)[0]
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    segments = [
-        struct.unpack_from("<IIQQQQ", data, phoff + index * phentsize) for index in range(phnum)
-    ]
-    interpreter = None
-    dynamic: list[tuple[int, int]] = []
-    for kind, _flags, offset, _vaddr, _paddr, size in segments:
-        if kind == _PT_INTERP:
-            interpreter = data[offset : offset + size].rstrip(b"\0").decode()
-        elif kind == _PT_DYNAMIC:
-            for at in range(offset, offset + size, 16):
-                tag, value = struct.unpack_from("<qQ", data, at)
-                if tag == _DT_NULL:
-                    break
-                dynamic.append((tag, value))
-    strtab = next((value for tag, value in dynamic if tag == _DT_STRTAB), None)
-    if strtab is None:
-        return ElfFacts(interpreter, ())
-
-    def file_offset(address: int) -> int:
-        for kind, _flags, offset, vaddr, _paddr, size in segments:
-            if kind == _PT_LOAD and vaddr <= address < vaddr + size:
-                return int(address - vaddr + offset)
-        raise BuildError(f"no segment holds address {address:#x}")
-
-    base = file_offset(strtab)
-    needed = tuple(_string(data, base + value) for tag, value in dynamic if tag == _DT_NEEDED)
-    return ElfFacts(interpreter, needed)
-
-
-def _section(data: bytes, wanted: str) -> bytes | None:
-    shoff = struct.unpack_from("<Q", data, 0x28)[0]
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    if shstrndx >= shnum:
-        return None
-    headers = [
-        struct.unpack_from("<IIQQQQ", data, shoff + index * shentsize) for index in range(shnum)
-    ]
-    names = headers[shstrndx][4]
-    for name, _kind, _flags, _addr, offset, size in headers:
-        if _string(data, names + name) == wanted:
-            return data[offset : offset + size]
-    return None
-
-
-def module_info(data: bytes) -> dict[str, str]:
-    """A kernel module's `.modinfo` (name, depends, ...), as modinfo(8) shows it."""
-    _check_elf(data)
-    with _reading_elf():
-        section = _section(data, ".modinfo")
-    if section is None:
-        raise BuildError("not a kernel module: it has no .modinfo section")
-    info: dict[str, str] = {}
-    for item in section.split(b"\0"):
-        key, sep, value = item.decode(errors="replace").partition("=")
-        if sep and key not in info:
-            info[key] = value
-    return info
-
-
-def module_depends(data: bytes) -> tuple[str, ...]:
-    return tuple(name for name in module_info(data).get("depends", "").split(",") if name)
-
-
-def load_order(wanted: Sequence[str], depends: Callable[[str], Sequence[str]]) -> list[str]:
-    """`wanted` and what they depend on, each after its dependencies (insmod's order),
-    otherwise in the order asked."""
-    order: list[str] = []
-    visiting: list[str] = []
-
-    def visit(name: str) -> None:
-        if name in order:
-            return
-        if name in visiting:
-            raise BuildError(f"kernel modules depend on each other: {' -> '.join(visiting)}")
-        visiting.append(name)
-        for dependency in depends(name):
-            visit(dependency)
-        visiting.pop()
-        order.append(name)
-
-    for name in wanted:
-        visit(name)
-    return order
-
-
-def module_name(path: Path) -> str:
-    """The module a .ko file holds, by the kernel's naming (`-` in a file name is `_`)."""
-    return path.name.removesuffix(".ko").replace("-", "_")

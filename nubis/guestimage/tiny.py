@@ -21,9 +21,9 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from nubis.guestimage import debian, guest
+from nubis.guestimage import BuildError, debian, elf, guest, modules
 from nubis.guestimage.cpio import Entry, archive
-from nubis.guestimage.debian import DEB_CACHE, BuildError
+from nubis.guestimage.debian import DEB_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def program_entries(root: Path, programs: Iterable[str]) -> dict[str, Entry]:
         if path in seen:
             continue
         seen.add(path)
-        facts = debian.elf_facts(_collect(root, path, entries).read_bytes())
+        facts = elf.elf_facts(_collect(root, path, entries).read_bytes())
         if facts.interpreter:
             pending.append(PurePosixPath(facts.interpreter))
         pending.extend(_library(root, soname) for soname in facts.needed)
@@ -116,7 +116,7 @@ def package_programs(root: Path) -> list[str]:
 
 def module_entries(kernel_root: Path, wanted: Iterable[str]) -> tuple[list[str], list[Entry]]:
     """The modules `wanted` and their dependencies, in load order, as /lib/modules/*.ko."""
-    found = {debian.module_name(path): path for path in kernel_root.glob("lib/modules/*/**/*.ko")}
+    found = {modules.module_name(path): path for path in kernel_root.glob("lib/modules/*/**/*.ko")}
     missing = [name for name in wanted if name not in found]
     if missing:
         raise BuildError(f"the kernel package has no module {', '.join(missing)}")
@@ -126,9 +126,9 @@ def module_entries(kernel_root: Path, wanted: Iterable[str]) -> tuple[list[str],
         if name not in found:
             raise BuildError(f"the kernel package has no module {name}")
         contents[name] = found[name].read_bytes()
-        return debian.module_depends(contents[name])
+        return elf.module_depends(contents[name])
 
-    order = debian.load_order(list(wanted), depends)
+    order = modules.load_order(list(wanted), depends)
     entries = [Entry.file(f"{guest.MODULE_DIR}/{name}.ko", contents[name]) for name in order]
     return order, entries
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nubis.agent import hardware
-from nubis.guestimage.debian import BuildError
+from nubis.guestimage import BuildError
 
 
 @dataclass

@@ -1,16 +1,14 @@
-"""Debian packages as parts: what apt says of them, and what their files need."""
+"""Debian packages as parts: what apt says of them, and fetching them."""
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest
 
-from nubis.guestimage import debian
-from nubis.guestimage.debian import BuildError, Package
-from tests.unit.guestimage.elf import kernel_module, program
+from nubis.guestimage import BuildError, debian
+from nubis.guestimage.debian import Package
 
 SHOW = """\
 Package: dropbear-bin
@@ -68,56 +66,3 @@ def test_a_cached_deb_with_apt_s_hash_is_used_as_it_is(tmp_path: Path) -> None:
     package = Package("tiny-part", "1:2.0-1", "amd64", hashlib.sha256(content).hexdigest())
     (tmp_path / package.file_name).write_bytes(content)
     assert debian.fetch([package], tmp_path) == {"tiny-part": tmp_path / package.file_name}
-
-
-def test_a_program_s_loader_and_libraries_are_read_from_its_elf_header() -> None:
-    facts = debian.elf_facts(program("/lib64/ld-linux-x86-64.so.2", ["libz.so.1", "libc.so.6"]))
-    assert facts.interpreter == "/lib64/ld-linux-x86-64.so.2"
-    assert facts.needed == ("libz.so.1", "libc.so.6")
-    assert debian.elf_facts(program(None, [])) == debian.ElfFacts(None, ())
-
-
-def test_this_python_needs_the_c_library() -> None:
-    facts = debian.elf_facts(Path(sys.executable).resolve().read_bytes())
-    if facts.interpreter is None:
-        pytest.skip("this python is linked statically")
-    assert any(name.startswith("libc.so") for name in facts.needed)
-
-
-def test_a_kernel_module_s_dependencies_come_from_its_modinfo() -> None:
-    module = kernel_module("virtio_net", ["virtio_ring", "virtio", "net_failover"])
-    assert debian.module_info(module)["name"] == "virtio_net"
-    assert debian.module_depends(module) == ("virtio_ring", "virtio", "net_failover")
-    assert debian.module_depends(kernel_module("virtio_ring", [])) == ()
-
-
-def test_what_is_not_elf_is_an_error() -> None:
-    with pytest.raises(BuildError, match="ELF"):
-        debian.elf_facts(b"#!/bin/sh\n")
-    with pytest.raises(BuildError, match="modinfo"):
-        debian.module_info(program(None, []))
-
-
-DEPENDS = {
-    "virtio_net": ["virtio_ring", "virtio", "net_failover"],
-    "virtio_pci": ["virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio"],
-    "virtio": ["virtio_ring"],
-    "net_failover": ["failover"],
-}
-
-
-def test_modules_load_after_what_they_depend_on_and_otherwise_as_asked() -> None:
-    order = debian.load_order(["virtio_pci", "virtio_net"], lambda name: DEPENDS.get(name, []))
-    assert order == [
-        "virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio",
-        "virtio_pci", "failover", "net_failover", "virtio_net",
-    ]  # fmt: skip
-
-
-def test_modules_that_depend_on_each_other_are_an_error() -> None:
-    with pytest.raises(BuildError, match="a -> b"):
-        debian.load_order(["a"], lambda name: {"a": ["b"], "b": ["a"]}[name])
-
-
-def test_a_module_s_name_is_its_file_s_with_dashes_as_underscores() -> None:
-    assert debian.module_name(Path("drivers/char/hw_random/virtio-rng.ko")) == "virtio_rng"

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nubis.guestimage import guest, tiny
-from nubis.guestimage.debian import BuildError
+from nubis.guestimage import BuildError, guest, tiny
 from tests.unit.guestimage.elf import kernel_module, program
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
