@@ -20,6 +20,7 @@ lint: deps
 	$(BIN)/ruff check nubis tests bench
 	$(BIN)/ruff format --check nubis tests bench
 	$(BIN)/mypy
+	shellcheck -x nubis/guestimage/scripts/*.sh
 
 format: deps
 	$(BIN)/ruff check --fix nubis tests bench

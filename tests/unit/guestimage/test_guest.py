@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,7 +27,7 @@ KEYS = [
 
 def test_the_init_loads_the_modules_in_the_order_given() -> None:
     script = guest.init_script(MODULES)
-    assert f"for module in {' '.join(MODULES)}; do" in script
+    assert f'modules="{" ".join(MODULES)}"\nfor module in $modules; do' in script
     assert '/lib/modules/$module.ko"' in script
 
 
@@ -88,7 +89,7 @@ def test_a_bad_module_name_is_refused() -> None:
 
 def _shell(function: str, meta: Path) -> list[str]:
     done = subprocess.run(
-        ["sh", "-c", f'{guest.SEED_FUNCTIONS}\n{function} "$1"', "sh", str(meta)],
+        ["sh", "-c", f'{guest.seed_functions()}\n{function} "$1"', "sh", str(meta)],
         capture_output=True,
         text=True,
         check=True,
@@ -124,12 +125,27 @@ def test_mdev_runs_the_nic_handler_for_network_interfaces_only() -> None:
     assert 'configure_nic "$MDEV"' in handler and 'say "nic $MDEV removed"' in handler
 
 
-def test_the_guest_scripts_are_shell_scripts(tmp_path: Path) -> None:
+def test_the_guest_scripts_are_shell_scripts_with_every_placeholder_filled(
+    tmp_path: Path,
+) -> None:
     files = guest.etc_files()
-    for name in (guest.NETWORK_FILE, guest.HOTPLUG_FILE):
+    for name in (guest.NETWORK_FILE, guest.SEED_FILE, guest.HOTPLUG_FILE, guest.POWER_BUTTON_FILE):
+        assert re.search(r"@[A-Z_]+@", files[name]) is None, name
         path = tmp_path / "script"
         path.write_text(files[name])
         subprocess.run(["sh", "-n", str(path)], check=True)
+
+
+def test_the_init_reads_the_seed_functions_from_the_guest_s_seed_file() -> None:
+    assert f". /{guest.SEED_FILE}" in guest.init_script(MODULES)
+    assert guest.etc_files()[guest.SEED_FILE] == guest.seed_functions()
+    assert "seed_hostname() {" in guest.seed_functions()
+
+
+def test_project_nics_route_replies_through_table_100_plus_their_index() -> None:
+    functions = guest.network_functions()
+    assert "ROUTE_TABLE_BASE=100\n" in functions
+    assert 'table=$(( ROUTE_TABLE_BASE + $(cat "/sys/class/net/$link/ifindex") ))' in functions
 
 
 def _nic_networks(data: dict[str, Any], mac: str) -> list[str]:
@@ -208,7 +224,7 @@ def test_root_logs_in_with_a_key_to_a_busybox_shell() -> None:
     # `*`: no password, yet not `!` (locked), which dropbear refuses keys for too.
     assert files["etc/passwd"] == "root:*:0:0:root:/root:/bin/sh\n"
     assert files["etc/shells"] == "/bin/sh\n"
-    assert "poweroff" in files["etc/acpi/PWRF/00000080"]
+    assert files["etc/acpi/PWRF/00000080"].endswith("\nexec /bin/busybox poweroff\n")
     assert "etc/acpi/PWRF/00000080" in guest.EXECUTABLES
 
 
