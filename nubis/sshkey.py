@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from nubis.errors import InvalidInput
@@ -55,8 +55,6 @@ def parse(text: str) -> PublicKey:
         key = load_ssh_public_key(f"{kind} {blob_text}".encode())
     except (ValueError, UnsupportedAlgorithm) as error:
         raise _refuse(f"the key data is malformed ({error})") from None
-    if isinstance(key, dsa.DSAPublicKey):
-        raise _refuse("DSA keys are not accepted")
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         raise _refuse(f"an RSA key needs at least {MIN_RSA_BITS} bits, this has {key.key_size}")
     digest = base64.b64encode(hashlib.sha256(blob).digest()).rstrip(b"=").decode()
