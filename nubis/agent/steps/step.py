@@ -2,8 +2,8 @@
 
 A step is one piece of a VM's work on its host (its image, its disk, its QEMU ...):
 it looks at what is there, does what is missing, and says how the VM is now. Like the
-whole pass, it is idempotent: a step finds its work done after a crash, a restart of
-the agent or a pass that stopped before it, and does it then.
+whole pass, it is idempotent: after a crash, a restart of the agent or a pass that
+ended before it, a step finds what was done already and does only the rest.
 
 The steps of a VM run in order, each in every pass. One that is not done yet (the
 image is still coming) or that has nothing for the later ones (the VM is stopped) ends
