@@ -15,6 +15,10 @@ from nubis.api.limits import BodyLimit
 from nubis.api.paths import EncodedSlashes
 from nubis.api.routes import (
     admin,
+    admin_hosts,
+    admin_images,
+    admin_locations,
+    admin_strands,
     agent,
     auth,
     firewall_rules,
@@ -47,6 +51,10 @@ ROUTERS = (
     networks,
     firewall_rules,
     admin,
+    admin_locations,
+    admin_hosts,
+    admin_images,
+    admin_strands,
     agent,
 )
 

@@ -24,6 +24,7 @@ def record(
     user_id: UUID | None = None,
     email: str | None = None,
     source: str | None = None,
+    target: str | None = None,
     detail: str | None = None,
 ) -> None:
     session.add(
@@ -33,6 +34,7 @@ def record(
             user_id=user_id,
             email=email[:254] if email else None,
             source=source[:64] if source else None,
+            target=target[:100] if target else None,
             detail=detail,
         )
     )

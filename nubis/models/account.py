@@ -129,7 +129,8 @@ class SshKey(Base):
 
 
 class AuditEvent(Base):
-    """Something security-relevant that happened: every login attempt, and more later."""
+    """Something security-relevant that happened: every login attempt, and every change
+    an operator made or tried through `/v1/admin` (`admin.host.drain`, …)."""
 
     __tablename__ = "audit_event"
 
@@ -143,6 +144,8 @@ class AuditEvent(Base):
     email: Mapped[str | None] = mapped_column(String(254))
     """As given, so attempts on accounts that do not exist are visible too."""
     source: Mapped[str | None] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(100))
+    """What an operator's change was made to: its public id (`host-…`), or the name given."""
     detail: Mapped[str | None] = mapped_column(Text)
 
 

@@ -1,4 +1,5 @@
-"""`/v1/admin`: operator routes for users, the audit log, locations and hosts."""
+"""`/v1/admin/users` and `/v1/admin/audit`: operators manage accounts and read the audit log
+(locations, hosts, images and strands have modules of their own)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,15 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis import evacuation, hosts, locations
 from nubis.api.deps import DatabaseDep, PrincipalDep
+from nubis.api.operators import Change, change
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import AuditEventOut, UserCreate, UserOut, UserUpdate
-from nubis.api.schemas.host import EvacuationOut
-from nubis.api.schemas.network import LocationOut, LocationUpdate
 from nubis.auth import accounts
 from nubis.auth.authz import Action, authorize
 from nubis.errors import Conflict, NotFound
 from nubis.ids import Kind, format_id
-from nubis.models import AuditEvent, Flooding, User
+from nubis.models import AuditEvent, User
 from nubis.names import ref_clause
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -45,12 +44,14 @@ def list_users(
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
-def create_user(body: UserCreate, db: DatabaseDep, principal: PrincipalDep) -> UserOut:
-    authorize(principal, Action.OPERATE)
-    with db.transaction() as session:
+def create_user(body: UserCreate, act: Annotated[Change, change("admin.user.create")]) -> UserOut:
+    act.target = body.name
+    with act.transaction() as session:
         user = accounts.create_user(
             session, body.name, body.email, body.password, operator=body.operator
         )
+        act.target = format_id(Kind.USER, user.id)
+        act.detail = f"{user.name} ({user.email}){', an operator' if user.is_operator else ''}"
         return UserOut.of(user)
 
 
@@ -62,19 +63,25 @@ def read_user(user: str, db: DatabaseDep, principal: PrincipalDep) -> UserOut:
 
 
 @router.patch("/users/{user}")
-def update_user(user: str, body: UserUpdate, db: DatabaseDep, principal: PrincipalDep) -> UserOut:
+def update_user(
+    user: str, body: UserUpdate, act: Annotated[Change, change("admin.user.update")]
+) -> UserOut:
     """Disable or enable a user (a disabled user's tokens stop working), or make or unmake
     an operator.
     """
-    authorize(principal, Action.OPERATE)
-    with db.transaction() as session:
+    with act.transaction() as session:
         target = _user(session, user, lock=True)
-        if target.id == principal.user_id and (body.disabled or body.operator is False):
+        act.target = format_id(Kind.USER, target.id)
+        if target.id == act.principal.user_id and (body.disabled or body.operator is False):
             raise Conflict("an operator cannot disable themselves or drop their own operator role")
+        changes = []
         if body.disabled is not None:
             target.disabled = body.disabled
+            changes.append("disabled" if body.disabled else "enabled")
         if body.operator is not None:
             target.is_operator = body.operator
+            changes.append("an operator" if body.operator else "not an operator")
+        act.detail = f"{target.name}: {', '.join(changes) or 'unchanged'}"
         return UserOut.of(target)
 
 
@@ -82,15 +89,22 @@ def update_user(user: str, body: UserUpdate, db: DatabaseDep, principal: Princip
 def list_audit_events(
     db: DatabaseDep,
     principal: PrincipalDep,
+    *,
     action: Annotated[str | None, Query(max_length=40)] = None,
+    target: Annotated[
+        str | None, Query(max_length=100, description="Only changes made to this (an id).")
+    ] = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Page[AuditEventOut]:
-    """The audit log, newest first."""
+    """The audit log, newest first: every login attempt, and every change an operator made
+    or tried through `/v1/admin` (actions `admin.…`, e.g. `admin.host.drain`)."""
     authorize(principal, Action.OPERATE)
     query = select(AuditEvent)
     if action is not None:
         query = query.where(AuditEvent.action == action)
+    if target is not None:
+        query = query.where(AuditEvent.target == target)
     with db.reading() as session:
         rows, next_cursor = fetch_page(
             session,
@@ -102,39 +116,3 @@ def list_audit_events(
             newest_first=True,
         )
         return Page(items=[AuditEventOut.of(e) for (e,) in rows], next_cursor=next_cursor)
-
-
-@router.patch("/locations/{location}")
-def update_location(
-    location: str, body: LocationUpdate, db: DatabaseDep, principal: PrincipalDep
-) -> LocationOut:
-    """Change how the location's networks flood (multicast or unicast); its hosts are
-    told at once."""
-    authorize(principal, Action.OPERATE)
-    with db.transaction() as session:
-        found = locations.find(session, location)
-        locations.set_flooding(session, found, body.flooding)
-        return LocationOut(
-            id=format_id(Kind.LOCATION, found.id),
-            name=found.name,
-            display_name=found.display_name,
-            prefix=found.prefix,
-            flooding=Flooding(found.flooding),
-        )
-
-
-@router.post("/hosts/{host}/evacuate", status_code=status.HTTP_202_ACCEPTED)
-def evacuate_host(host: str, db: DatabaseDep, principal: PrincipalDep) -> EvacuationOut:
-    """Empty a host for maintenance: it takes no new VMs (`draining`), and each of its VMs
-    is stopped there, then recreated on another host (never running on both). The VMs
-    show `moving`; the host's and the VMs' event logs tell each step."""
-    authorize(principal, Action.OPERATE)
-    with db.transaction() as session:
-        found = hosts.find(session, host, lock=True)
-        moving = evacuation.evacuate(session, found)
-        return EvacuationOut(
-            host=format_id(Kind.HOST, found.id),
-            name=found.name,
-            allocation_state=found.allocation_state,
-            moving=moving,
-        )

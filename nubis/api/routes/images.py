@@ -1,4 +1,4 @@
-"""`/v1/projects/{project}/images` (a project's own) and `/v1/admin/images` (public).
+"""`/v1/projects/{project}/images`: a project's own images (public ones: `admin_images.py`).
 
 An upload is `POST` (the name; the image is `uploading`), then `PUT …/file` with the
 qcow2 as the raw body, streamed to disk and checked before it is kept.
@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from nubis.api.deps import DatabaseDep, PrincipalDep, SettingsDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.image import ImageCreate, ImageOut
-from nubis.auth.authz import Action, authorize, project_access
+from nubis.auth.authz import Action, project_access
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.images import store
@@ -60,7 +60,6 @@ async def _upkeep(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(tags=["images"], lifespan=_upkeep)
 
 PROJECT = "/v1/projects/{project}/images"
-PUBLIC = "/v1/admin/images"
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -69,7 +68,11 @@ UPLOAD_BODY = {
 }
 
 
-async def _upload(request: Request, db: Database, settings: Settings, image_id: UUID) -> ImageOut:
+async def receive_file(
+    request: Request, db: Database, settings: Settings, image_id: UUID
+) -> ImageOut:
+    """Stream the request's body into the store as the image's file; the image as it is
+    then (`active`), or the reason it was refused raised."""
     await store.receive(db, settings.data_dir, image_id, request.stream(), settings.image_max_bytes)
     with db.reading() as session:
         image = session.get(Image, image_id)
@@ -134,7 +137,7 @@ async def upload_image(
     with db.reading() as session:
         access = project_access(session, principal, project, Action.WRITE)
         image_id = store.find(session, access.project.id, image, public=False).id
-    return await _upload(request, db, settings, image_id)
+    return await receive_file(request, db, settings, image_id)
 
 
 @router.get(f"{PROJECT}/{{image}}")
@@ -151,41 +154,3 @@ def delete_image(
     with db.reading() as session:
         project_id = project_access(session, principal, project, Action.WRITE).project.id
     return _delete(db, settings.data_dir, project_id, image)
-
-
-@router.get(PUBLIC)
-def list_public_images(
-    db: DatabaseDep, principal: PrincipalDep, limit: Limit = 100, cursor: Cursor = None
-) -> Page[ImageOut]:
-    authorize(principal, Action.OPERATE)
-    with db.reading() as session:
-        query = select(Image).where(Image.project_id.is_(None))
-        rows, next_cursor = fetch_page(
-            session, query, Image.id, cursor, limit, key_of=lambda r: r[0].id
-        )
-        return Page(items=[ImageOut.of(i) for (i,) in rows], next_cursor=next_cursor)
-
-
-@router.post(PUBLIC, status_code=status.HTTP_201_CREATED)
-def create_public_image(body: ImageCreate, db: DatabaseDep, principal: PrincipalDep) -> ImageOut:
-    authorize(principal, Action.OPERATE)
-    with db.transaction() as session:
-        return ImageOut.of(store.begin(session, None, body.name, login_user=body.login_user))
-
-
-@router.put(f"{PUBLIC}/{{image}}/file", openapi_extra=UPLOAD_BODY)
-async def upload_public_image(
-    image: str, request: Request, db: DatabaseDep, settings: SettingsDep, principal: PrincipalDep
-) -> ImageOut:
-    authorize(principal, Action.OPERATE)
-    with db.reading() as session:
-        image_id = store.find(session, None, image).id
-    return await _upload(request, db, settings, image_id)
-
-
-@router.delete(f"{PUBLIC}/{{image}}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_public_image(
-    image: str, db: DatabaseDep, settings: SettingsDep, principal: PrincipalDep
-) -> Response:
-    authorize(principal, Action.OPERATE)
-    return _delete(db, settings.data_dir, None, image)

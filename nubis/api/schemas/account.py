@@ -205,6 +205,8 @@ class AuditEventOut(BaseModel):
     user: str | None
     email: str | None
     source: str | None
+    target: str | None
+    """What an operator's change was made to: its id, or the name given."""
     detail: str | None
 
     @classmethod
@@ -217,5 +219,6 @@ class AuditEventOut(BaseModel):
             user=format_id(Kind.USER, event.user_id) if event.user_id else None,
             email=event.email,
             source=event.source,
+            target=event.target,
             detail=event.detail,
         )

@@ -45,3 +45,12 @@ class ImageOut(BaseModel):
             login_user=image.login_user,
             created_at=image.created_at,
         )
+
+
+class PublicImageOut(ImageOut):
+    vms: int
+    """How many VMs' disks are made from it: one that no VM uses can be deleted."""
+
+    @classmethod
+    def of_used(cls, image: Image, vms: int) -> PublicImageOut:
+        return cls(**ImageOut.of(image).model_dump(), vms=vms)

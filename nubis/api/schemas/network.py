@@ -7,7 +7,8 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from nubis.api.schemas.common import Input
-from nubis.models import Flooding
+from nubis.ids import Kind, format_id
+from nubis.models import Flooding, Location
 from nubis.names import Name
 from nubis.networks import Placed, public_id
 from nubis.protocol import Ipam
@@ -59,9 +60,31 @@ class LocationUpdate(Input):
     """How VXLAN reaches the hosts of the location's networks."""
 
 
+class LocationCreate(Input):
+    name: Name
+    prefix: str = Field(min_length=1, max_length=64, examples=["2001:db8:1::/48"])
+    """Its IPv6 prefix, a /56 or larger: the networks' /64s come from it."""
+    display_name: str | None = Field(default=None, min_length=1, max_length=100)
+    """A name for people (default: the name)."""
+    flooding: Flooding = Field(default=Flooding.MULTICAST, strict=False)
+    """How VXLAN reaches the hosts of the location's networks."""
+
+
 class LocationOut(BaseModel):
     id: str
     name: str
     display_name: str
     prefix: str
     flooding: Flooding
+    created_at: datetime
+
+    @classmethod
+    def of(cls, location: Location) -> LocationOut:
+        return cls(
+            id=format_id(Kind.LOCATION, location.id),
+            name=location.name,
+            display_name=location.display_name,
+            prefix=location.prefix,
+            flooding=Flooding(location.flooding),
+            created_at=location.created_at,
+        )

@@ -50,6 +50,8 @@ from nubis.models import (
     Project,
     Role,
     SshKey,
+    Strand,
+    StrandStatus,
     Subnet,
     User,
 )
@@ -155,6 +157,8 @@ class World:
     """The name of P's network that no VM is in."""
     rule: str
     """The id of the firewall rule of P's network."""
+    failed: str
+    """The id of a failed strand, for an operator to retry."""
     markers: dict[str, tuple[str, ...]]
     """For each project's word, what betrays its data: the word, and its key's fingerprint."""
 
@@ -272,6 +276,11 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
             [Image(project_id=p.id, name=f"{P}-img-{n}"), Image(project_id=None, name=f"pub-{n}")]
         )
         rule = _vm_in(session, p, n)
+        failed = Strand(
+            prog="tests.integration.api:Nothing", label="start", stack=[],
+            status=StrandStatus.FAILED, tries=10, last_error="RuntimeError: no",
+        )  # fmt: skip
+        session.add(failed)
         invitation = Invitation(
             id=new_id(),
             project_id=p.id,
@@ -314,25 +323,30 @@ def build_world(db: Database, box: SecretBox, n: int) -> World:
         network=f"{P}-net-{n}",
         spare=f"{P}-spare-{n}",
         rule=rule,
+        failed=format_id(Kind.STRAND, failed.id),
         markers={P: (P, p_key.fingerprint), Q: (Q, q_key.fingerprint), S: (S,)},
     )
 
 
 def _vm_in(session: Session, project: Project, n: int) -> str:
-    """A location with one roomy host, an active image of P's, two networks of P's and a
-    VM of P's on the host, in the first network, which has a firewall rule; the rule's id."""
+    """A location with one roomy host and an empty one (`empty-{n}`), an active image of
+    P's, two networks of P's and a VM of P's on the roomy host, in the first network,
+    which has a firewall rule; the rule's id."""
     location = locations.create(session, f"loc-{n}", f"2001:db8:{n:x}::/48", flooding="unicast")
-    host = Host(
-        location_id=location.id,
-        name=f"host-{n}",
-        credential_sha256=f"{n:064x}",
-        arch="x86_64",
-        acceleration="tcg",
-        underlay_address="fd00::1",
-        cores=64,
-        threads=64,
-        memory_bytes=256 * 2**30,
-        disk_bytes=2**40,
+    host, empty = (
+        Host(
+            location_id=location.id,
+            name=name,
+            credential_sha256=f"{n:063x}{number}",
+            arch="x86_64",
+            acceleration="tcg",
+            underlay_address="fd00::1",
+            cores=64,
+            threads=64,
+            memory_bytes=256 * 2**30,
+            disk_bytes=2**40,
+        )
+        for number, name in enumerate((f"host-{n}", f"empty-{n}"))
     )
     image = Image(
         project_id=project.id,
@@ -342,9 +356,12 @@ def _vm_in(session: Session, project: Project, n: int) -> str:
         virtual_size_bytes=2**30,
         sha256="ab" * 32,
     )
-    session.add_all([host, image])
+    session.add_all([host, empty, image])
     session.flush()
-    session.add(Subnet(location_id=location.id, number=1, host_id=host.id))
+    session.add_all(
+        Subnet(location_id=location.id, number=number, host_id=each.id)
+        for number, each in enumerate((host, empty), start=1)
+    )
     order = vms.Order(
         project_id=project.id,
         name=f"{P}-vm-{n}",
@@ -608,12 +625,53 @@ CASES = [
              "network": w.network, "protocol": "tcp", "port": "443"})),
     Case("DELETE", "/v1/projects/{project}/firewall-rules/{rule}",
          (401, 403, 204, 204, 204, 404, 404, 204, 404), _p("/firewall-rules/{rule}")),
+    Case("GET", "/v1/admin/images/{image}",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/images/{public_image}")),
+    Case("GET", "/v1/admin/locations",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/locations")),
+    Case("POST", "/v1/admin/locations",
+         (401, 403, 403, 403, 403, 403, 201, 403, 403),
+         lambda w, _who: Call("/v1/admin/locations", {
+             "name": f"new-{w.n}", "prefix": "2001:db8:ffff::/48"})),
+    Case("GET", "/v1/admin/locations/{location}",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/locations/{location}")),
     Case("PATCH", "/v1/admin/locations/{location}",
          (401, 403, 403, 403, 403, 403, 200, 403, 403),
          _fixed("/v1/admin/locations/{location}", {"flooding": "multicast"})),
+    Case("POST", "/v1/admin/locations/{location}/join-tokens",
+         (401, 403, 403, 403, 403, 403, 201, 403, 403),
+         _fixed("/v1/admin/locations/{location}/join-tokens", {"expires_in": "10m"})),
+    Case("GET", "/v1/admin/hosts",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/hosts")),
+    Case("GET", "/v1/admin/hosts/{host}",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/hosts/host-{n}")),
+    Case("PATCH", "/v1/admin/hosts/{host}",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403),
+         _fixed("/v1/admin/hosts/host-{n}", {"cpu_ratio": 2.0})),
+    Case("DELETE", "/v1/admin/hosts/{host}",
+         (401, 403, 403, 403, 403, 403, 204, 403, 403), _fixed("/v1/admin/hosts/empty-{n}")),
+    Case("GET", "/v1/admin/hosts/{host}/events",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/hosts/host-{n}/events")),
+    Case("POST", "/v1/admin/hosts/{host}/drain",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/hosts/host-{n}/drain")),
+    Case("POST", "/v1/admin/hosts/{host}/undrain",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403),
+         _fixed("/v1/admin/hosts/host-{n}/undrain")),
+    Case("POST", "/v1/admin/hosts/{host}/maintenance",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403),
+         _fixed("/v1/admin/hosts/host-{n}/maintenance")),
     Case("POST", "/v1/admin/hosts/{host}/evacuate",
          (401, 403, 403, 403, 403, 403, 202, 403, 403),
          _fixed("/v1/admin/hosts/host-{n}/evacuate")),
+    Case("GET", "/v1/admin/counters",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/counters")),
+    Case("GET", "/v1/admin/strands",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/strands")),
+    Case("GET", "/v1/admin/strands/{strand}",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403), _fixed("/v1/admin/strands/{failed}")),
+    Case("POST", "/v1/admin/strands/{strand}/retry",
+         (401, 403, 403, 403, 403, 403, 200, 403, 403),
+         _fixed("/v1/admin/strands/{failed}/retry")),
     # Hosts, not people, call the agent API: no user's token opens it.
     Case("POST", "/v1/agent/register",
          (401, 401, 401, 401, 401, 401, 401, 401, 401),

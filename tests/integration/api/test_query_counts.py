@@ -29,6 +29,7 @@ from nubis.models import (
     ApiToken,
     AuditEvent,
     FirewallRule,
+    Host,
     Image,
     Invitation,
     Location,
@@ -37,6 +38,7 @@ from nubis.models import (
     Project,
     Role,
     SshKey,
+    Strand,
     Subnet,
     User,
 )
@@ -174,6 +176,40 @@ def _images(session: Session, caller: Caller, count: int, public: bool) -> None:
     )
 
 
+def _locations(session: Session, _caller: Caller, count: int) -> list[UUID]:
+    ids = [new_id() for _ in range(count)]
+    session.execute(
+        insert(Location),
+        [
+            {"id": key, "name": f"l{key.hex}"[:32], "display_name": "counted"}
+            | {"prefix": "2001:db8:c::/48", "flooding": "multicast"}
+            for key in ids
+        ],
+    )
+    return ids
+
+
+def _hosts(session: Session, caller: Caller, count: int) -> None:
+    """`count` hosts, each in a location of its own."""
+    session.execute(
+        insert(Host),
+        [
+            {"location_id": location, "name": f"h{location.hex}"[:32]}
+            | {"credential_sha256": location.hex * 2, "arch": "x86_64", "acceleration": "tcg"}
+            | {"underlay_address": "fd00::1", "cores": 8, "threads": 8}
+            | {"memory_bytes": 2**30, "disk_bytes": 2**30}
+            for location in _locations(session, caller, count)
+        ],
+    )
+
+
+def _strands(session: Session, _caller: Caller, count: int) -> None:
+    session.execute(
+        insert(Strand),
+        [{"prog": "tests:Counted", "label": "start", "stack": []} for _ in range(count)],
+    )
+
+
 def _networks(session: Session, caller: Caller, count: int) -> list[UUID]:
     """`count` networks of the caller's project, every other one with a /64."""
     location = session.scalars(select(Location).where(Location.name == "counted")).one_or_none()
@@ -240,6 +276,9 @@ LISTINGS = [
     Listing("/v1/admin/audit", 0, _audit_events),
     Listing("/v1/projects/{project}/images", 0, lambda s, c, n: _images(s, c, n, public=False)),
     Listing("/v1/admin/images", 0, lambda s, c, n: _images(s, c, n, public=True)),
+    Listing("/v1/admin/locations", 0, _locations),
+    Listing("/v1/admin/hosts", 0, _hosts),
+    Listing("/v1/admin/strands", 0, _strands),
     Listing("/v1/projects/{project}/networks", 0, _networks),
     Listing("/v1/projects/{project}/firewall-rules", 0, _firewall_rules),
 ]
