@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import httpx
+import httpx2
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -80,6 +80,6 @@ def network(person: Person, project: str, name: str, **extra: Any) -> Any:
     return answer.json()
 
 
-def created(answer: httpx.Response, status: int = 201) -> Any:
+def created(answer: httpx2.Response, status: int = 201) -> Any:
     assert answer.status_code == status, answer.text
     return answer.json()

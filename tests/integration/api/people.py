@@ -7,7 +7,7 @@ from functools import cache
 from typing import Any
 from uuid import UUID
 
-import httpx
+import httpx2
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -37,32 +37,32 @@ class Person:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        response: httpx.Response = self.client.get(path, headers=self.auth, **kwargs)
+    def get(self, path: str, **kwargs: Any) -> httpx2.Response:
+        response: httpx2.Response = self.client.get(path, headers=self.auth, **kwargs)
         return response
 
     def post(
         self, path: str, json: Any = None, headers: dict[str, str] | None = None, **kwargs: Any
-    ) -> httpx.Response:
-        response: httpx.Response = self.client.post(
+    ) -> httpx2.Response:
+        response: httpx2.Response = self.client.post(
             path, json=json, headers={**self.auth, **(headers or {})}, **kwargs
         )
         return response
 
-    def put(self, path: str, content: bytes) -> httpx.Response:
-        response: httpx.Response = self.client.put(
+    def put(self, path: str, content: bytes) -> httpx2.Response:
+        response: httpx2.Response = self.client.put(
             path,
             content=content,
             headers={**self.auth, "Content-Type": "application/octet-stream"},
         )
         return response
 
-    def patch(self, path: str, json: Any = None) -> httpx.Response:
-        response: httpx.Response = self.client.patch(path, json=json, headers=self.auth)
+    def patch(self, path: str, json: Any = None) -> httpx2.Response:
+        response: httpx2.Response = self.client.patch(path, json=json, headers=self.auth)
         return response
 
-    def delete(self, path: str) -> httpx.Response:
-        response: httpx.Response = self.client.delete(path, headers=self.auth)
+    def delete(self, path: str) -> httpx2.Response:
+        response: httpx2.Response = self.client.delete(path, headers=self.auth)
         return response
 
 
@@ -124,7 +124,7 @@ class People:
             return format_id(Kind.PROJECT, project.id)
 
 
-def problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+def problem(response: httpx2.Response, status: int, code: str | None = None) -> dict[str, Any]:
     """The problem document of `response`, once its status (and code) are as expected."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == PROBLEM

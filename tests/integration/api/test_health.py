@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,7 +16,7 @@ from nubis.secretbox import SecretBox
 PROBLEM = "application/problem+json"
 
 
-def _problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def _problem(response: httpx2.Response, status: int, code: str) -> dict[str, Any]:
     """The problem document of `response`, once its status and code are as expected."""
     assert response.status_code == status
     assert response.headers["content-type"] == PROBLEM

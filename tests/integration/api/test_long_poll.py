@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
+import httpx2
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
@@ -41,9 +41,9 @@ def _host_id(db: Database, name: str = "h1") -> Any:
 
 
 @contextmanager
-def _polling(agent: Agent, wait: float) -> Iterator[list[httpx.Response]]:
+def _polling(agent: Agent, wait: float) -> Iterator[list[httpx2.Response]]:
     """A long poll past the agent's revision, in a thread, until the block ends."""
-    answers: list[httpx.Response] = []
+    answers: list[httpx2.Response] = []
     params = {"after": agent.revision, "wait": wait}
 
     def poll() -> None:
