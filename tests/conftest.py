@@ -15,10 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from argon2 import PasswordHasher, profiles
 from sqlalchemy.engine import make_url
 from xdist.remote import Producer  # type: ignore[import-untyped]
 from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
+from nubis.auth import passwords
 from nubis.db import Database
 from nubis.db.migrate import upgrade
 
@@ -55,6 +57,18 @@ def _migrated(url: str) -> None:
         upgrade(db)
     finally:
         db.dispose()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def cheapest_password_hashing() -> Iterator[None]:
+    """argon2id at its cheapest parameters (30 µs a hash, not 130 ms): users are made and
+    log in in most tests, and none of them is about what a hash costs. Hashes made with
+    other parameters still verify (a hash names its own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passwords, "_hasher", PasswordHasher.from_parameters(profiles.CHEAPEST))
+        passwords._dummy.cache_clear()
+        yield
+    passwords._dummy.cache_clear()
 
 
 @pytest.fixture(scope="session")
