@@ -1,24 +1,27 @@
-"""`nubis admin`: operator commands that talk to the database directly."""
+"""`nubis admin`: operator commands, HTTP clients of `/v1/admin/…` with an operator's
+token (the profile's, or NUBIS_API_URL and NUBIS_TOKEN), so they work from any machine
+and every change is audited. Two bootstrap commands use the database directly, since
+they run before there is an API or anyone to ask it: `db upgrade` and `bootstrap`.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 
-from nubis.cli.admin_account import audit, user_app
+from nubis.cli.account import ProfileOption
+from nubis.cli.admin_account import audit, bootstrap, user_app
 from nubis.cli.admin_host import host_app, location_app
 from nubis.cli.admin_image import image_app
-from nubis.cli.output import JsonOption, console, emit_json, fail, show, table
-from nubis.cli.store import database
-from nubis.db.migrate import current_revision, upgrade
-from nubis.engine import strand as strands
-from nubis.ids import Kind, format_id, parse_id
-from nubis.models.engine import Semaphore, Strand, StrandStatus
+from nubis.cli.client import client_of, part
+from nubis.cli.output import JsonOption, console, emit_json, show, table
+from nubis.models.engine import StrandStatus
 
-app = typer.Typer(help="Operator commands (they use the database directly).", no_args_is_help=True)
-db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app = typer.Typer(
+    help="Operator commands (through the API, with an operator's token).", no_args_is_help=True
+)
+db_app = typer.Typer(help="The database schema (straight in the database).", no_args_is_help=True)
 strand_app = typer.Typer(help="Strands: the engine's durable state machines.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(strand_app, name="strand")
@@ -27,11 +30,19 @@ app.add_typer(location_app, name="location")
 app.add_typer(host_app, name="host")
 app.add_typer(image_app, name="image")
 app.command()(audit)
+app.command()(bootstrap)
+
+STRANDS = "/v1/admin/strands"
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Apply every migration the database does not have yet."""
+    """Apply every migration the database does not have yet (NUBIS_DATABASE_URL, else
+    the data dir's)."""
+    # Only this command and `bootstrap` load the server side.
+    from nubis.cli.store import database  # noqa: PLC0415
+    from nubis.db.migrate import current_revision, upgrade  # noqa: PLC0415
+
     with database() as db:
         before = current_revision(db)
         upgrade(db)
@@ -46,18 +57,9 @@ def _short_prog(name: str) -> str:
     return name.removeprefix("nubis.progs.")
 
 
-def _summary(strand: Strand) -> dict[str, Any]:
-    return {
-        "id": format_id(Kind.STRAND, strand.id),
-        "prog": strand.prog,
-        "label": strand.label,
-        "status": strand.status,
-        "tries": strand.tries,
-        "schedule": strand.schedule.isoformat(),
-        "leased": strand.lease_owner is not None,
-        "parent": format_id(Kind.STRAND, strand.parent_id) if strand.parent_id else None,
-        "error": strand.last_error.strip().splitlines()[-1] if strand.last_error else None,
-    }
+def _summary(strand: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "prog", "label", "status", "tries", "schedule", "leased", "parent", "error")
+    return {name: strand[name] for name in keep}
 
 
 @strand_app.command("list")
@@ -65,17 +67,18 @@ def strand_list(
     status: Annotated[StrandStatus | None, typer.Option(help="Only strands in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
     as_json: JsonOption = False,
+    profile: ProfileOption = None,
 ) -> None:
     """List strands, failed ones first, then by when they run next."""
-    query = (
-        select(Strand)
-        .order_by((Strand.status == StrandStatus.FAILED).desc(), Strand.schedule)
-        .limit(limit)
-    )
-    if status is not None:
-        query = query.where(Strand.status == status)
-    with database() as db, db.reading() as session:
-        rows = [_summary(s) for s in session.scalars(query)]
+    client = client_of(profile)
+    # Failed ones first: they are the ones an operator looks for, however old.
+    order = [status] if status is not None else list(StrandStatus)
+    order.sort(key=lambda s: s != StrandStatus.FAILED)
+    rows: list[dict[str, Any]] = []
+    for each in order:
+        if len(rows) < limit:
+            found = client.first(STRANDS, limit - len(rows), status=each.value)
+            rows += sorted((_summary(s) for s in found), key=lambda s: str(s["schedule"]))
     if as_json:
         emit_json(rows)
         return
@@ -98,42 +101,23 @@ def strand_list(
 
 @strand_app.command("show")
 def strand_show(
-    strand_id: Annotated[str, typer.Argument(help="st-… id")], as_json: JsonOption = False
+    strand_id: Annotated[str, typer.Argument(help="st-… id")],
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
 ) -> None:
     """Everything about one strand: its stack, semaphores and last error."""
-    key = parse_id(Kind.STRAND, strand_id)
-    with database() as db, db.reading() as session:
-        strand = session.get(Strand, key)
-        if strand is None:
-            fail(f"no strand {strand_id}")
-        semaphores = session.scalars(
-            select(Semaphore.name).where(Semaphore.strand_id == key).order_by(Semaphore.id)
-        ).all()
-        detail = {
-            **_summary(strand),
-            "lease_until": strand.lease_until.isoformat() if strand.lease_until else None,
-            "created_at": strand.created_at.isoformat(),
-            "finished_at": strand.finished_at.isoformat() if strand.finished_at else None,
-            "semaphores": list(semaphores),
-            "stack": strand.stack,
-            "exitval": strand.exitval,
-            "error": strand.last_error,
-        }
+    found = client_of(profile).get(f"{STRANDS}/{part(strand_id)}")
+    found["error"] = found.pop("last_error")
     if as_json:
-        emit_json(detail)
+        emit_json(found)
         return
-    show({name: value for name, value in detail.items() if value != []}, as_json=False)
+    show({name: value for name, value in found.items() if value != []}, as_json=False)
 
 
 @strand_app.command("retry")
-def strand_retry(strand_id: Annotated[str, typer.Argument(help="st-… id")]) -> None:
+def strand_retry(
+    strand_id: Annotated[str, typer.Argument(help="st-… id")], profile: ProfileOption = None
+) -> None:
     """Run a failed strand's label again, with a fresh set of tries."""
-    key = parse_id(Kind.STRAND, strand_id)
-    with database() as db, db.transaction() as session:
-        if strands.retry(session, key):
-            console.print(f"{strand_id} will run again now")
-            return
-        strand = session.get(Strand, key)
-    if strand is None:
-        fail(f"no strand {strand_id}")
-    fail(f"{strand_id} is {strand.status}, not failed; only a failed strand can be retried")
+    revived = client_of(profile).post(f"{STRANDS}/{part(strand_id)}/retry")
+    console.print(f"{revived['id']} will run again now")

@@ -1,101 +1,80 @@
-"""`nubis admin image …`: public images, added from files on this machine, and the tiny
-guest image nubis builds from Debian packages."""
+"""`nubis admin image …`: public images, uploaded from files on the operator's machine
+(streamed, as `nubis image upload` does), and the tiny guest image nubis builds from
+Debian packages; a client of `/v1/admin/images`."""
 
 from __future__ import annotations
 
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from sqlalchemy import func, select
 
+from nubis.cli.account import ProfileOption
+from nubis.cli.client import Client, client_of, part
+from nubis.cli.image import LoginUserOption, upload
 from nubis.cli.output import JsonOption, console, fail, listing, show
-from nubis.cli.store import database
-from nubis.config import Settings
-from nubis.errors import Conflict
+from nubis.errors import Conflict, NotFound
 from nubis.guestimage import BuildError, tiny
 from nubis.guestimage.debian import DEB_CACHE
-from nubis.ids import Kind, format_id
-from nubis.images import public, store
-from nubis.models import Image, Vm
+from nubis.images import public
 from nubis.names import check_name
 
 image_app = typer.Typer(
     help="Public images: the ones every project can start VMs from.", no_args_is_help=True
 )
 
+PUBLIC = "/v1/admin/images"
 COLUMNS = ["name", "id", "state", "size_bytes", "virtual_size_bytes", "vms", "created_at"]
 
 
-def _summary(image: Image, vms: int) -> dict[str, Any]:
-    return {
-        "name": image.name,
-        "id": format_id(Kind.IMAGE, image.id),
-        "state": image.state,
-        "size_bytes": image.size_bytes,
-        "virtual_size_bytes": image.virtual_size_bytes,
-        "sha256": image.sha256,
-        "vms": vms,
-        "created_at": image.created_at.isoformat(timespec="seconds"),
-    }
+def _added(image: dict[str, object]) -> str:
+    return (
+        f"Added public image {image['name']} ({image['id']}): {image['size_bytes']} bytes, "
+        f"{image['virtual_size_bytes']} bytes virtual, sha256 {image['sha256']}."
+    )
 
 
 @image_app.command("add")
 def image_add(
     file: Annotated[Path, typer.Argument(help="A qcow2 image without a backing file.")],
     name: Annotated[str, typer.Option(help="The public image's name.")],
+    login_user: LoginUserOption = "root",
     as_json: JsonOption = False,
+    profile: ProfileOption = None,
 ) -> None:
-    """Copy a qcow2 file into the image store as a public image."""
-    with database() as db:
-        image = public.register(db, Settings(), name, file)
+    """Upload a qcow2 file as a public image; the API checks it before keeping it."""
+    image = upload(client_of(profile), PUBLIC, {"name": name, "login_user": login_user}, file)
     if as_json:
-        show(_summary(image, 0), as_json=True)
+        show(image, as_json=True)
         return
-    console.print(
-        f"Added public image {image.name} ({format_id(Kind.IMAGE, image.id)}): "
-        f"{image.size_bytes} bytes, {image.virtual_size_bytes} bytes virtual, "
-        f"sha256 {image.sha256}."
-    )
+    console.print(_added(image))
 
 
 @image_app.command("list")
-def image_list(as_json: JsonOption = False) -> None:
+def image_list(as_json: JsonOption = False, profile: ProfileOption = None) -> None:
     """The public images, and how many VMs each one's disks are made from."""
-    users = select(Vm.image_id, func.count().label("vms")).group_by(Vm.image_id).subquery("users")
-    query = (
-        select(Image, func.coalesce(users.c.vms, 0))
-        .outerjoin(users, users.c.image_id == Image.id)
-        .where(Image.project_id.is_(None))
-        .order_by(Image.name)
-    )
-    with database() as db, db.reading() as session:
-        rows = [_summary(image, vms) for image, vms in session.execute(query)]
+    rows = sorted(client_of(profile).every(PUBLIC), key=lambda image: image["name"])
     listing(rows, COLUMNS, as_json)
 
 
 @image_app.command("delete")
 def image_delete(
     name: Annotated[str, typer.Argument(help="The public image's name or id.")],
+    profile: ProfileOption = None,
 ) -> None:
     """Delete a public image that no VM uses, and its file."""
-    settings = Settings()
-    with database() as db, db.transaction() as session:
-        image = store.find(session, None, name, public=False)
-        files = store.remove(session, settings.data_dir, image)
-    for file in files:
-        file.unlink(missing_ok=True)
+    client_of(profile).delete(f"{PUBLIC}/{part(name)}")
     console.print(f"Deleted public image {name}.")
 
 
-def _taken(name: str) -> bool:
-    with database() as db, db.reading() as session:
-        found = session.scalar(
-            select(Image.id).where(Image.project_id.is_(None), Image.name == name)
-        )
-    return found is not None
+def _taken(client: Client, name: str) -> bool:
+    try:
+        client.get(f"{PUBLIC}/{part(name)}")
+    except NotFound:
+        return False
+    return True
 
 
 @image_app.command("build-tiny")
@@ -104,20 +83,23 @@ def image_build_tiny(
         Path | None, typer.Option(help="Also keep the qcow2 here (it is replaced).")
     ] = None,
     register: Annotated[
-        bool, typer.Option("--register/--no-register", help="Add it as a public image.")
+        bool, typer.Option("--register/--no-register", help="Upload it as a public image.")
     ] = True,
     name: Annotated[str, typer.Option(help="The public image's name.")] = public.TINY,
     cache: Annotated[
         Path, typer.Option(help="Where the Debian packages are kept between builds.")
     ] = DEB_CACHE,
+    profile: ProfileOption = None,
 ) -> None:
     """Build the tiny guest image (a Debian kernel, busybox and dropbear) from Debian
-    packages, and add it as a public image."""
+    packages on this machine, and upload it as a public image."""
     if not register and output is None:
         fail("with --no-register, give --output: the image has to go somewhere")
-    if register:
+    client = client_of(profile) if register else None
+    if client is not None:
         check_name(name)
-        if _taken(name):
+        # Asked before a build of minutes, not only by the upload after it.
+        if _taken(client, name):
             raise Conflict(f"there is a public image named {name!r} already")
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nubis-tiny-") as scratch:
@@ -129,7 +111,6 @@ def image_build_tiny(
             fail(str(error))
         took = time.monotonic() - began
         console.print(f"Built {target if output else 'the tiny image'} in {took:.1f} s.")
-        if register:
-            with database() as db:
-                image = public.register(db, Settings(), name, target)
-            console.print(f"Added public image {image.name} ({format_id(Kind.IMAGE, image.id)}).")
+        if client is not None:
+            image = upload(client, PUBLIC, {"name": name}, target)
+            console.print(f"Added public image {image['name']} ({image['id']}).")

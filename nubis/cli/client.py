@@ -84,16 +84,22 @@ class Client:
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 
-    def every(self, path: str) -> list[Any]:
+    def every(self, path: str, **params: Any) -> list[Any]:
         """All items of a list endpoint, page after page."""
+        return self.first(path, None, **params)
+
+    def first(self, path: str, count: int | None, **params: Any) -> list[Any]:
+        """The first `count` items (None: all) of a list endpoint, page after page."""
         items: list[Any] = []
         cursor: str | None = None
-        while True:
-            page = self.get(path, limit=500, cursor=cursor)
+        while count is None or len(items) < count:
+            size = 500 if count is None else min(500, count - len(items))
+            page = self.get(path, limit=size, cursor=cursor, **params)
             items.extend(page["items"])
             cursor = page["next_cursor"]
             if cursor is None:
-                return items
+                break
+        return items
 
 
 def part(value: str) -> str:
@@ -104,6 +110,11 @@ def part(value: str) -> str:
 def signed_in(profile_name: str | None = None) -> tuple[Client, Profile]:
     profile = Config.load().profile(profile_name)
     return Client.for_profile(profile), profile
+
+
+def client_of(profile_name: str | None = None) -> Client:
+    """The client of the profile, for commands that work in no project (`nubis admin`)."""
+    return signed_in(profile_name)[0]
 
 
 def project_of(profile: Profile, given: str | None) -> str:

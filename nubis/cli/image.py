@@ -73,23 +73,10 @@ def _forget(client: Client, path: str) -> None:
         client.delete(path)
 
 
-@image_app.command("upload")
-def image_upload(
-    file: Annotated[Path, typer.Argument(help="A qcow2 image without a backing file.")],
-    name: Annotated[str, typer.Option(help="The image's name in the project.")],
-    login_user: Annotated[
-        str,
-        typer.Option(
-            "--login-user", help="Who `nubis vm ssh` logs in as (a cloud image's: debian, …)."
-        ),
-    ] = "root",
-    project: ProjectOption = None,
-    as_json: JsonOption = False,
-    profile: ProfileOption = None,
-) -> None:
-    """Upload a qcow2 image into the project; the API checks it before keeping it
-    (convert other formats with `qemu-img convert -O qcow2 IN OUT`)."""
-    client, chosen = signed_in(profile)
+def upload(client: Client, collection: str, body: dict[str, Any], file: Path) -> Any:
+    """Name a new image in `collection` (a project's images, or the public ones), then
+    stream `file` to it; the image as the API answered. What a failed upload left is
+    removed again."""
     path = file.expanduser()
     if not path.exists():
         raise InvalidInput(f"cannot read {file}: no such file")
@@ -103,17 +90,37 @@ def image_upload(
         length = path.stat().st_size
         if length == 0:
             raise InvalidInput(f"{file} is empty")
-        base = _images(project_of(chosen, project))
-        image = f"{base}/{part(client.post(base, {'name': name, 'login_user': login_user})['id'])}"
+        image = f"{collection}/{part(client.post(collection, body)['id'])}"
         try:
-            with _progress(name, length) as advance:
-                uploaded = client.put_stream(
-                    f"{image}/file", _chunks(source, length, advance), length
-                )
+            with _progress(body["name"], length) as advance:
+                return client.put_stream(f"{image}/file", _chunks(source, length, advance), length)
         except BaseException:
             _forget(client, image)
             raise
-    show(uploaded, as_json)
+
+
+LoginUserOption = Annotated[
+    str,
+    typer.Option(
+        "--login-user", help="Who `nubis vm ssh` logs in as (a cloud image's: debian, …)."
+    ),
+]
+
+
+@image_app.command("upload")
+def image_upload(
+    file: Annotated[Path, typer.Argument(help="A qcow2 image without a backing file.")],
+    name: Annotated[str, typer.Option(help="The image's name in the project.")],
+    login_user: LoginUserOption = "root",
+    project: ProjectOption = None,
+    as_json: JsonOption = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Upload a qcow2 image into the project; the API checks it before keeping it
+    (convert other formats with `qemu-img convert -O qcow2 IN OUT`)."""
+    client, chosen = signed_in(profile)
+    collection = _images(project_of(chosen, project))
+    show(upload(client, collection, {"name": name, "login_user": login_user}, file), as_json)
 
 
 @image_app.command("list")

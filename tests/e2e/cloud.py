@@ -276,22 +276,27 @@ class Cloud:
             )  # fmt: skip
         port = namespaces.free_port(underlay.plane_address)
         self.api_url = f"http://[{underlay.plane_address}]:{port}"
-        checked(self.admin("db", "upgrade"))
+        # The two bootstrap commands use the database; every other `nubis admin` goes
+        # through the API with the operator's token.
+        checked(self._plane_admin("db", "upgrade"))
+        checked(self._plane_admin(
+            "bootstrap", "operator", "--email", "operator@example.com", "--password-stdin",
+            stdin=self._password + "\n",
+        ))  # fmt: skip
         self.start_api()
         self.start_worker()
+        self._wait_healthy()
+        checked(self._login("operator"))
         prefix = str(namespaces.ula_prefix(48))
         self._admin_together(
-            [["location", "create", LOCATION, "--prefix", prefix]]
-            + [["user", "create", who, "--email", f"{who}@example.com", "--password-stdin",
-                *(["--operator"] if who == "operator" else [])] for who in PEOPLE],
+            [["location", "create", LOCATION, "--prefix", prefix],
+             ["user", "create", "user", "--email", "user@example.com", "--password-stdin"]],
             stdin=self._password + "\n",
         )  # fmt: skip
         tokens = self._admin_together([["host", "join-token", "--location", LOCATION]] * self.size)
-        self._wait_healthy()
         for host, token in zip(self.hosts.values(), tokens, strict=True):
             host.start_agent(token.strip())
-        self._cli_together(lambda who: ["login", "--email", f"{who}@example.com",
-                                        "--password-stdin", "--api-url", self.api_url])  # fmt: skip
+        checked(self._login("user"))
         self._cli_together(lambda who: ["project", "create", self.project(who)])
         self._cli_together(lambda who: ["project", "use", self.project(who)])
         self.wait_online()
@@ -478,7 +483,8 @@ class Cloud:
     # -- commands ----------------------------------------------------------------------
 
     def plane_environment(self) -> dict[str, str]:
-        """The environment of the control plane: its processes and `nubis admin`."""
+        """The environment of the control plane: its processes and the bootstrap
+        commands of `nubis admin`."""
         environment = base_environment()
         environment.update(
             NUBIS_DATA_DIR=str(self.data_dir),
@@ -523,9 +529,24 @@ class Cloud:
     def admin(
         self, *args: str, stdin: str | None = None, timeout: float = COMMAND_SECONDS
     ) -> subprocess.CompletedProcess[str]:
-        """`nubis admin ARGS` on the control plane (they use the database directly)."""
+        """`nubis admin ARGS` at the operator's terminal: through the API, with the
+        operator's token."""
         command = [*nubis_command(), "admin", *args]
-        return end(begin(command, self.plane_environment(), self.data_dir), stdin, timeout)
+        home = self._home("operator")
+        return end(begin(command, self._cli_environment("operator"), home), stdin, timeout)
+
+    def _plane_admin(
+        self, *args: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`nubis admin ARGS` on the control plane, with its database: the bootstrap
+        commands (`db upgrade`, `bootstrap`)."""
+        command = [*nubis_command(), "admin", *args]
+        return end(begin(command, self.plane_environment(), self.data_dir), stdin)
+
+    def _login(self, who: str) -> subprocess.CompletedProcess[str]:
+        email = f"{who}@example.com"
+        login = ["login", "--email", email, "--password-stdin", "--api-url", self.api_url]
+        return self.cli(*login, operator=who == "operator", stdin=self._password + "\n")
 
     def admin_json(self, *args: str) -> Any:
         """What `nubis admin ARGS --json` printed; CloudError if it failed."""
@@ -534,10 +555,9 @@ class Cloud:
     def _admin_together(self, commands: list[list[str]], stdin: str | None = None) -> list[str]:
         """Admin commands run at once (each costs a Python start-up), each given `stdin`;
         their outputs."""
-        environment = self.plane_environment()
+        environment, home = self._cli_environment("operator"), self._home("operator")
         started = [
-            begin([*nubis_command(), "admin", *argv], environment, self.data_dir)
-            for argv in commands
+            begin([*nubis_command(), "admin", *argv], environment, home) for argv in commands
         ]
         return [checked(end(popen, stdin)) for popen in started]
 

@@ -132,10 +132,12 @@ def test_up_exits_cleanly_when_asked_to_stop(tmp_path: Path, stop: signal.Signal
     assert run.returncode == 0
 
 
-def _admin_list(data_dir: Path, what: str) -> list[dict[str, str]]:
+def _admin_list(api_url: str, token: str, what: str) -> list[dict[str, str]]:
+    """What `nubis admin WHAT list` shows the operator (through the API, with their token)."""
+    environment = {"NUBIS_API_URL": api_url, "NUBIS_TOKEN": token, "PYTHONPATH": str(REPO)}
     listed = subprocess.run(
         [sys.executable, "-m", "nubis", "admin", what, "list", "--json"],
-        env={**os.environ, "NUBIS_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO)},
+        env={**os.environ, **environment},
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -162,21 +164,22 @@ def test_up_on_a_new_data_dir_makes_an_operator_joins_this_machine_and_adds_tiny
             timeout=10.0,
         )
         logins.append(answer.status_code)
+        token = answer.json()["secret"]
         me = httpx.get(
             f"{api_url}/v1/users/me",
-            headers={"Authorization": f"Bearer {answer.json()['secret']}"},
+            headers={"Authorization": f"Bearer {token}"},
             timeout=10.0,
         )
         assert me.json()["is_operator"] is True
         deadline = time.monotonic() + START_SECONDS
-        while not (listed := _admin_list(data_dir, "host")) and time.monotonic() < deadline:
+        while not (listed := _admin_list(api_url, token, "host")) and time.monotonic() < deadline:
             time.sleep(0.5)  # the agent joins once the API answers
         (local,) = listed
         assert (local["location"], local["health"]) == ("local", "online")
         deadline = time.monotonic() + TINY_SECONDS
         # Built in the background, then registered (`uploading` while its file is copied).
         while time.monotonic() < deadline:
-            images = _admin_list(data_dir, "image")
+            images = _admin_list(api_url, token, "image")
             if images and all(image["state"] != "uploading" for image in images):
                 break
             time.sleep(1.0)

@@ -2,6 +2,10 @@
 
 Starting the API takes seconds, so it runs once per module and store, not once per test;
 the tests that share it keep apart by using people and projects of their own.
+
+`remote` is the API over a test's own database instead, served by uvicorn in a thread
+of the test (a fraction of a second to start), for the `nubis admin` tests that need
+an empty store: the CLI reaches it over HTTP only, as an operator's laptop would.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,11 +25,16 @@ from uuid import UUID
 
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
 
+from nubis.api import create_app
 from nubis.auth import accounts, tokens
+from nubis.config import Settings
 from nubis.db import Database
 from nubis.models import Membership, Project, Role
+from nubis.secretbox import SecretBox
 from tests.conftest import REPO, STORES, create_database, drop_database, postgres_database_url
 
 START_SECONDS = 30.0
@@ -163,3 +173,77 @@ def new_member(api: Api, store: Database) -> Member:
         session.add(Membership(project_id=project.id, user_id=user.id, role=Role.MEMBER))
     env = {"NUBIS_API_URL": api.url, "NUBIS_TOKEN": secret, "NUBIS_PROJECT": project.name}
     return Member(tag, project.name, project.id, env)
+
+
+def new_operator(api: Api, store: Database) -> dict[str, str]:
+    """A new operator, made in the store with an unscoped token; the environment that
+    makes the CLI act as them against `api`."""
+    tag = uuid.uuid4().hex[:8]
+    with store.transaction() as session:
+        user = accounts.create_user(
+            session, f"op-{tag}", f"op-{tag}@example.com", uuid.uuid4().hex, operator=True
+        )
+        _, secret = tokens.issue(session, user.id, "cli")
+    return {"NUBIS_API_URL": api.url, "NUBIS_TOKEN": secret}
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The API over the test's own database, on a loopback port; CliRunners that act as
+    an operator and as a user who is not one."""
+
+    url: str
+    data_dir: Path
+    operator: CliRunner
+    user: CliRunner
+    environment: dict[str, str]
+    """The operator's, for a `nubis` subprocess."""
+
+
+def _runner(url: str, token: str, home: Path) -> CliRunner:
+    # A database the CLI cannot open: every command must go through the API.
+    absent = f"sqlite:///{home / 'absent' / 'nubis.db'}"
+    return CliRunner(
+        env={
+            "NUBIS_API_URL": url,
+            "NUBIS_TOKEN": token,
+            "NUBIS_DATABASE_URL": absent,
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "COLUMNS": "400",
+        }
+    )
+
+
+@pytest.fixture
+def remote(db: Database, tmp_path: Path) -> Iterator[Remote]:
+    data_dir = tmp_path / "data"
+    settings = Settings(data_dir=data_dir, database_url="sqlite://")
+    app = create_app(db, SecretBox.from_file(tmp_path / "secret.key"), settings)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="remote-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_SECONDS
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the API did not start")
+        time.sleep(0.02)
+    with db.transaction() as session:
+        olga = accounts.create_user(session, "olga", "olga@example.com", "x" * 16, operator=True)
+        _, operator_token = tokens.issue(session, olga.id, "cli")
+        uma = accounts.create_user(session, "uma", "uma@example.com", "x" * 16)
+        _, user_token = tokens.issue(session, uma.id, "cli")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield Remote(
+            url,
+            data_dir,
+            _runner(url, operator_token, tmp_path / "olga"),
+            _runner(url, user_token, tmp_path / "uma"),
+            {"NUBIS_API_URL": url, "NUBIS_TOKEN": operator_token, "COLUMNS": "400"},
+        )
+    finally:
+        server.should_exit = True
+        thread.join(STOP_SECONDS)

@@ -16,11 +16,13 @@ from nubis.progs.host import HostMonitor
 from nubis.protocol import HostReport
 from nubis.scheduling.allocator import place
 from nubis.scheduling.stages import GIB, Request
+from tests.integration.cli.conftest import Remote
 
 
 @pytest.fixture
-def cli(database_url: str) -> CliRunner:
-    return CliRunner(env={"NUBIS_DATABASE_URL": database_url, "COLUMNS": "400"})
+def cli(remote: Remote) -> CliRunner:
+    """An operator's CLI, against the API over the test's database."""
+    return remote.operator
 
 
 def _run(cli: CliRunner, *args: str) -> Result:

@@ -9,12 +9,14 @@ from typer.testing import CliRunner
 
 from nubis.cli import app
 from nubis.db import Database
+from tests.integration.cli.conftest import Remote
 from tests.integration.cli.test_admin_host import _join, _run
 
 
 @pytest.fixture
-def cli(database_url: str) -> CliRunner:
-    return CliRunner(env={"NUBIS_DATABASE_URL": database_url, "COLUMNS": "400"})
+def cli(remote: Remote) -> CliRunner:
+    """An operator's CLI, against the API over the test's database."""
+    return remote.operator
 
 
 def test_an_evacuated_host_drains_and_logs_it(cli: CliRunner, db: Database) -> None:

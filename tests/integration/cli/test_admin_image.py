@@ -1,5 +1,5 @@
-"""`nubis admin image …`, as an operator runs it on the control plane's machine, over
-each store, with files made by `qemu-img`."""
+"""`nubis admin image …`, as an operator runs it against the API, over each store, with
+files made by `qemu-img` and streamed to the API."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from nubis.config import Settings
 from nubis.db import Database
 from nubis.images import public, store
 from nubis.models import Flooding, Image, Project, Vm
+from tests.integration.cli.conftest import Remote
 
 MIB = 1024**2
 
@@ -28,19 +29,15 @@ pytestmark = pytest.mark.skipif(not shutil.which("qemu-img"), reason="needs qemu
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+def data_dir(remote: Remote) -> Path:
+    """The API's: where the images it takes are kept."""
+    return remote.data_dir
 
 
 @pytest.fixture
-def cli(database_url: str, data_dir: Path) -> CliRunner:
-    return CliRunner(
-        env={
-            "NUBIS_DATABASE_URL": database_url,
-            "NUBIS_DATA_DIR": str(data_dir),
-            "COLUMNS": "400",
-        }
-    )
+def cli(remote: Remote) -> CliRunner:
+    """An operator's CLI, against the API over the test's database."""
+    return remote.operator
 
 
 def _run(cli: CliRunner, *args: str) -> Result:
@@ -103,7 +100,7 @@ def test_a_missing_file_or_a_taken_name_is_refused(
 ) -> None:
     missing = _run(cli, "add", str(tmp_path / "nowhere.qcow2"), "--name", "gone")
     assert missing.exit_code == 1
-    assert "is not a file" in missing.stderr
+    assert "no such file" in missing.stderr
     source = qcow2(tmp_path, "a.qcow2")
     assert _run(cli, "add", str(source), "--name", "same").exit_code == 0
     again = _run(cli, "add", str(source), "--name", "same")

@@ -21,6 +21,7 @@ from nubis.engine import Prog, label, start
 from nubis.ids import Kind, format_id, new_id
 from nubis.models.engine import Strand, StrandStatus
 from tests.conftest import REPO
+from tests.integration.cli.conftest import Remote
 
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -48,8 +49,9 @@ class Broken(Prog):
 
 
 @pytest.fixture
-def cli(database_url: str) -> CliRunner:
-    return CliRunner(env={"NUBIS_DATABASE_URL": database_url, "COLUMNS": "400"})
+def cli(remote: Remote) -> CliRunner:
+    """An operator's CLI, against the API over the test's database."""
+    return remote.operator
 
 
 def _run(cli: CliRunner, *args: str) -> Result:
@@ -202,14 +204,11 @@ def test_show_of_an_unknown_strand_fails_with_the_reason(cli: CliRunner) -> None
     assert result.stdout == ""
 
 
-def _nubis(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        name: value for name, value in os.environ.items() if not name.startswith("NUBIS_")
-    }
-    environment.update(NUBIS_DATABASE_URL=database_url, PYTHONPATH=str(REPO), COLUMNS="400")
+def _nubis(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("NUBIS_")}
     return subprocess.run(
         [sys.executable, "-m", "nubis", *args],
-        env=environment,
+        env={**inherited, **environment, "PYTHONPATH": str(REPO)},
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -219,17 +218,17 @@ def _nubis(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("command", ["show", "retry"])
-def test_a_malformed_id_fails_with_the_reason(database_url: str, command: str) -> None:
+def test_a_malformed_id_fails_with_the_reason(remote: Remote, command: str) -> None:
     # Run as a user runs it: the CLI's error handling lives in `nubis.cli.main`,
     # which CliRunner does not go through.
-    result = _nubis(database_url, "admin", "strand", command, "vm-" + "0" * 26)
+    result = _nubis(remote.environment, "admin", "strand", command, "vm-" + "0" * 26)
     assert result.returncode == 1
     assert (
         result.stderr == "error: 'vm-00000000000000000000000000' is not a strand id "
         "(expected st-…)\n"
     )
     assert result.stdout == ""
-    malformed = _nubis(database_url, "admin", "strand", command, "st-bad")
+    malformed = _nubis(remote.environment, "admin", "strand", command, "st-bad")
     assert malformed.returncode == 1
     assert malformed.stderr == "error: 'st-bad' is not a well-formed id\n"
     assert "Traceback" not in malformed.stderr

@@ -34,7 +34,13 @@ from sqlalchemy import select
 from nubis.auth import accounts
 from nubis.db import Database
 from nubis.models import Membership, Project, SshKey, User
-from tests.integration.cli.conftest import Api, free_port, nubis_command, nubis_environment
+from tests.integration.cli.conftest import (
+    Api,
+    free_port,
+    new_operator,
+    nubis_command,
+    nubis_environment,
+)
 
 PASSWORD = "correct horse battery"
 COMMAND_SECONDS = 60.0
@@ -263,11 +269,15 @@ def test_an_unreachable_api_fails_with_the_reason(tmp_path: Path) -> None:
 # --- against `nubis api` on each store -------------------------------------------------
 
 
-def _alice_and_bob_are_made_and_alice_logs_in(cli: Cli, api: Api) -> tuple[str, str]:
-    """An operator makes the accounts; alice's id and bob's generated password."""
+def _alice_and_bob_are_made_and_alice_logs_in(
+    cli: Cli, api: Api, store: Database
+) -> tuple[str, str]:
+    """An operator makes the accounts through the API; alice's id and bob's generated
+    password."""
+    root = new_operator(api, store)
     made_alice = cli.run(
         "admin", "user", "create", "alice", "--email", ALICE, "--operator", "--password-stdin",
-        stdin=f"{PASSWORD}\n",
+        stdin=f"{PASSWORD}\n", env=root,
     )  # fmt: skip
     created = re.fullmatch(
         rf"Created user alice \({re.escape(ALICE)}, (usr-\w+)\)\.\n", succeeded(made_alice).stdout
@@ -275,7 +285,8 @@ def _alice_and_bob_are_made_and_alice_logs_in(cli: Cli, api: Api) -> tuple[str, 
     assert created is not None, made_alice
 
     logged_in, made_bob = together(
-        _login(cli, api, ALICE), cli.start("admin", "user", "create", "bob", "--email", BOB)
+        _login(cli, api, ALICE),
+        cli.start("admin", "user", "create", "bob", "--email", BOB, env=root),
     )
     assert succeeded(logged_in).stdout.startswith(
         f"Logged in to {api.url} as {ALICE} (profile default; token expires "
@@ -404,17 +415,19 @@ def test_an_operator_shares_a_project_with_a_viewer_who_can_read_but_not_change_
     _person(store, "carol")
     key, bobs_key = _public_key(tmp_path, "alice"), _public_key(tmp_path, "bob")
 
-    alice_id, bob_password = _alice_and_bob_are_made_and_alice_logs_in(cli, api)
+    alice_id, bob_password = _alice_and_bob_are_made_and_alice_logs_in(cli, api, store)
     project = _alice_turns_on_totp_and_makes_a_project(cli, api)
     bob_id = _alice_adds_a_key_and_bob_as_bob_logs_in(cli, api, key, bob_password)
     # Every login is over by now, so the audit log is read alongside bob's commands.
-    audit = cli.start("admin", "audit", "--action", "login", "--json")
+    # Alice's profile: bob's is the current one by now.
+    audit = cli.start("admin", "audit", "--action", "login", "--json", "--profile", "default")
     _bob_reads_the_project_but_cannot_change_it(cli, project, key, bobs_key)
     _project_is_as_alice_left_it(store)
 
     events = [event for event in audit.finish().json() if event["email"] in (ALICE, BOB)]
     assert all(
-        set(e) == {"at", "action", "outcome", "email", "source", "detail", "user"} for e in events
+        set(e) == {"id", "at", "action", "outcome", "email", "source", "target", "detail", "user"}
+        for e in events
     )
     assert Counter((e["email"], e["outcome"], e["detail"]) for e in events) == Counter(
         {
