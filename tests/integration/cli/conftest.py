@@ -35,7 +35,13 @@ from nubis.config import Settings
 from nubis.db import Database
 from nubis.models import Membership, Project, Role
 from nubis.secretbox import SecretBox
-from tests.conftest import REPO, STORES, create_database, drop_database, postgres_database_url
+from tests.conftest import (
+    REPO,
+    STORES,
+    create_database,
+    drop_database_later,
+    postgres_database_url,
+)
 
 START_SECONDS = 30.0
 STOP_SECONDS = 15.0
@@ -91,7 +97,7 @@ def shared_database_url(
     try:
         yield postgres_database_url(name)
     finally:
-        drop_database(name)
+        drop_database_later(name)
 
 
 def _wait_healthy(process: subprocess.Popen[bytes], url: str, store: str, log: Path) -> None:
