@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -183,16 +184,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 class _Units(LoadScopeScheduling):  # type: ignore[misc]
-    """How `make test` (`pytest -n 2 --no-loadscope-reorder`) shares the suite out: all
-    end-to-end tests are one unit of work, so one worker runs them one after the other,
-    as they were written to run (QEMU guests under TCG and network namespaces, on two
-    cores); every other test file is a unit of its own (its module fixtures are made
-    once). The end-to-end tests are collected first (`tests/e2e` sorts first), so they
-    start at once, beside the unit and integration tests on the other worker."""
+    """How `make test` (`pytest -n 2 --no-loadscope-reorder`) shares the suite out: each
+    test file is a unit of work (its module fixtures, a cloud for instance, are made
+    once). The first worker runs the end-to-end files from the first on (they start at
+    once: `tests/e2e` sorts first), the others the unit and integration files; a worker
+    that has run out of its own kind takes the other's, an end-to-end file from the
+    last on. So two clouds of QEMU guests under TCG run side by side only once the
+    rest is done, and never the same file's."""
 
     def _split_scope(self, nodeid: str) -> str:
-        path = nodeid.split("::", maxsplit=1)[0]
-        return E2E if path.startswith(f"tests/{E2E}/") else path
+        return nodeid.split("::", maxsplit=1)[0]
+
+    def _assign_work_unit(self, node: Any) -> None:
+        e2e = [scope for scope in self.workqueue if scope.startswith(f"tests/{E2E}/")]
+        rest = [scope for scope in self.workqueue if scope not in e2e]
+        if node is self.nodes[0]:
+            scope = e2e[0] if e2e else rest[0]
+        else:
+            scope = rest[0] if rest else e2e[-1]
+        self.workqueue.move_to_end(scope, last=False)
+        super()._assign_work_unit(node)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> _Units:
