@@ -202,28 +202,28 @@ def _fingerprint(public: Path) -> str:
 def _enable_totp(cli: Cli, email: str) -> str:
     """`nubis totp enable` as a person runs it: read the secret it shows, put it in the
     authenticator app (pyotp), type the app's code at the prompt. The secret."""
-    process = cli.popen("totp", "enable", stdin=subprocess.PIPE, env=None)
-    assert process.stdin is not None and process.stdout is not None
-    assert process.stderr is not None
-    shown = ""
-    secret: str | None = None
-    while secret is None:
-        line = process.stdout.readline()
-        if not line:
-            break
-        shown += line
-        match = re.fullmatch(r"\s*secret\s+([A-Z2-7]+)\s*", line)
-        secret = match[1] if match else None
-    if secret is None:
-        process.kill()
-        process.wait(10)
-        pytest.fail(f"totp enable showed no secret:\n{shown}{process.stderr.read()}")
-    process.stdin.write(pyotp.TOTP(secret).now() + "\n")
-    process.stdin.close()
-    shown += process.stdout.read()
-    errors = process.stderr.read()
-    assert process.wait(COMMAND_SECONDS) == 0, errors
-    assert errors == ""
+    with cli.popen("totp", "enable", stdin=subprocess.PIPE, env=None) as process:
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stderr is not None
+        shown = ""
+        secret: str | None = None
+        while secret is None:
+            line = process.stdout.readline()
+            if not line:
+                break
+            shown += line
+            match = re.fullmatch(r"\s*secret\s+([A-Z2-7]+)\s*", line)
+            secret = match[1] if match else None
+        if secret is None:
+            process.kill()
+            process.wait(10)
+            pytest.fail(f"totp enable showed no secret:\n{shown}{process.stderr.read()}")
+        process.stdin.write(pyotp.TOTP(secret).now() + "\n")
+        process.stdin.close()
+        shown += process.stdout.read()
+        errors = process.stderr.read()
+        assert process.wait(COMMAND_SECONDS) == 0, errors
+        assert errors == ""
     assert "Add this account to your authenticator app" in shown
     assert f"otpauth://totp/nubis:{quote(email)}?secret={secret}" in shown
     assert "Code from the app:" in shown
