@@ -3,11 +3,8 @@ on its way brings the next pass soon; a VM that left the host is forgotten."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from nubis.agent.image_cache import ImageCache
 from nubis.agent.qemu.paths import VmPaths
@@ -20,13 +17,6 @@ from tests.unit.agent.vm_specs import vm_spec
 
 def _no_chunks(image_id: str) -> Iterator[bytes]:
     raise AssertionError(f"no image is fetched here ({image_id})")
-
-
-@pytest.fixture
-def state_dir() -> Iterator[Path]:
-    """A state dir short enough for a VM's socket paths."""
-    with tempfile.TemporaryDirectory(prefix="nubis-") as name:
-        yield Path(name)
 
 
 def _reconciler(state_dir: Path, *steps: Noting) -> Reconciler:

@@ -18,19 +18,19 @@ from nubis.protocol import VmState
 from tests.unit.agent.vm_specs import vm_spec
 
 
-def _vm(tmp_path: Path, images: ImageCache) -> VmPass:
-    return VmPass(Host(images, "tcg"), VmPaths.of(tmp_path / "vms", vm_spec().id))
+def _vm(state_dir: Path, images: ImageCache) -> VmPass:
+    return VmPass(Host(images, "tcg"), VmPaths.of(state_dir / "vms", vm_spec().id))
 
 
-def test_a_vm_waits_while_its_image_is_fetched(tmp_path: Path) -> None:
+def test_a_vm_waits_while_its_image_is_fetched(state_dir: Path) -> None:
     release = threading.Event()
 
     def slow(image_id: str) -> Iterator[bytes]:
         release.wait(10)
         raise OSError("the control plane went away")
 
-    images = ImageCache(tmp_path / "images", slow)
-    vm = _vm(tmp_path, images)
+    images = ImageCache(state_dir / "images", slow)
+    vm = _vm(state_dir, images)
     try:
         assert Image().run(vm_spec(), vm) == waiting(VmState.PREPARING)
         assert vm.base is None
@@ -39,37 +39,37 @@ def test_a_vm_waits_while_its_image_is_fetched(tmp_path: Path) -> None:
         images.wait(10)
 
 
-def test_a_vm_whose_image_cannot_be_fetched_fails_with_the_reason(tmp_path: Path) -> None:
+def test_a_vm_whose_image_cannot_be_fetched_fails_with_the_reason(state_dir: Path) -> None:
     def refused(image_id: str) -> Iterator[bytes]:
         raise OSError("the image was refused: image not found")
 
-    images = ImageCache(tmp_path / "images", refused)
-    vm = _vm(tmp_path, images)
+    images = ImageCache(state_dir / "images", refused)
+    vm = _vm(state_dir, images)
     assert Image().run(vm_spec(), vm) == waiting(VmState.PREPARING)
     images.wait(10)
     with pytest.raises(RuntimeError, match="the image was refused: image not found"):
         Image().run(vm_spec(), vm)
 
 
-def test_a_vm_with_its_disk_needs_no_image(tmp_path: Path) -> None:
+def test_a_vm_with_its_disk_needs_no_image(state_dir: Path) -> None:
     def never(image_id: str) -> Iterator[bytes]:
         raise AssertionError("no image is fetched for a VM that has its disk")
 
-    vm = _vm(tmp_path, ImageCache(tmp_path / "images", never))
+    vm = _vm(state_dir, ImageCache(state_dir / "images", never))
     vm.paths.dir.mkdir(parents=True)
     vm.paths.disk.write_bytes(b"")
     assert Image().run(vm_spec(), vm) == DONE
 
 
-def test_a_fetched_image_is_the_base_of_the_vms_disk(tmp_path: Path) -> None:
+def test_a_fetched_image_is_the_base_of_the_vms_disk(state_dir: Path) -> None:
     content = b"qcow2 bytes, as the control plane sent them"
     image = vm_spec().image.model_copy(
         update={"sha256": hashlib.sha256(content).hexdigest(), "size_bytes": len(content)}
     )
-    images = ImageCache(tmp_path / "images", lambda image_id: iter([content]))
-    vm = _vm(tmp_path, images)
+    images = ImageCache(state_dir / "images", lambda image_id: iter([content]))
+    vm = _vm(state_dir, images)
     spec = vm_spec(image=image)
     assert Image().run(spec, vm) == waiting(VmState.PREPARING)
     images.wait(10)
     assert Image().run(spec, vm) == DONE
-    assert vm.base == tmp_path / "images" / f"{image.id}.qcow2"
+    assert vm.base == state_dir / "images" / f"{image.id}.qcow2"

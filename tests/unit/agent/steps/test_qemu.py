@@ -3,11 +3,8 @@ and a VM that should not run and does not is left alone."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from nubis.agent.image_cache import ImageCache
 from nubis.agent.qemu.paths import VmPaths
@@ -19,14 +16,6 @@ from tests.unit.agent.vm_specs import vm_spec
 
 def _no_chunks(image_id: str) -> Iterator[bytes]:
     raise AssertionError(f"no image is fetched here ({image_id})")
-
-
-@pytest.fixture
-def state_dir() -> Iterator[Path]:
-    """A state dir short enough for a VM's socket paths (a pytest worker's tmp_path may
-    not be)."""
-    with tempfile.TemporaryDirectory(prefix="nubis-") as name:
-        yield Path(name)
 
 
 def _vm(state_dir: Path, host: Host) -> VmPass:

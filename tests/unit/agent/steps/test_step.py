@@ -21,9 +21,9 @@ def _no_chunks(image_id: str) -> Iterator[bytes]:
 
 
 @pytest.fixture
-def vm(tmp_path: Path) -> VmPass:
-    host = Host(ImageCache(tmp_path / "images", _no_chunks), "tcg")
-    return VmPass(host, VmPaths.of(tmp_path / "vms", vm_spec().id))
+def vm(state_dir: Path) -> VmPass:
+    host = Host(ImageCache(state_dir / "images", _no_chunks), "tcg")
+    return VmPass(host, VmPaths.of(state_dir / "vms", vm_spec().id))
 
 
 RUNNING = Outcome(VmState.RUNNING)
