@@ -49,6 +49,7 @@ def test_a_vm_whose_image_cannot_be_fetched_fails_with_the_reason(state_dir: Pat
     images.wait(10)
     with pytest.raises(RuntimeError, match="the image was refused: image not found"):
         Image().run(vm_spec(), vm)
+    images.wait(10)  # the failed fetch is tried again, in a thread that writes under state_dir
 
 
 def test_a_vm_with_its_disk_needs_no_image(state_dir: Path) -> None:
