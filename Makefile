@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed
 up: deps
 	$(BIN)/nubis up
 
-# Two workers: one runs the end-to-end tests, the other the rest (tests/conftest.py).
+# Two workers: one starts on the end-to-end tests, the other on the rest, and each
+# takes the other's files once its own are done (tests/conftest.py).
 test: deps postgres
 	$(BIN)/pytest -n 2 --no-loadscope-reorder
 
