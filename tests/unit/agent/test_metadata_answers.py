@@ -8,7 +8,8 @@ import json
 import pytest
 
 from nubis.agent.net.metadata_answers import answer, network_data
-from nubis.protocol import ImageRef, Ipam, Network, Nic, VmSpec
+from nubis.protocol import ImageRef, Ipam, Nic, VmSpec
+from tests.unit.agent.vm_specs import MANUAL
 
 IMAGE = ImageRef(id="img-1", sha256="0" * 64, size_bytes=1, virtual_size_bytes=1)
 KEYS = ["ssh-ed25519 AAAAC3Nz first@example", "ssh-ed25519 AAAAC3Nz second@example"]
@@ -161,18 +162,6 @@ def test_head_answers_like_get() -> None:
     assert answer("HEAD", "/latest/meta-data/hostname", vm()) == answer(
         "GET", "/latest/meta-data/hostname", vm()
     )
-
-
-MANUAL = Network(
-    id="net-m",
-    bridge="nbnetm",
-    vxlan="nxnetm",
-    vni=8,
-    ipam=Ipam.MANUAL,
-    prefix="fd00:8::/64",
-    gateway="fd00:8::1",
-    mac="02:00:00:00:08:01",
-)
 
 
 def project_nic(ipam: Ipam, address: str | None, network: str = "net-m") -> Nic:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from nubis.agent import seed
-from nubis.protocol import Ipam, Network, Nic
-from tests.unit.agent.vm_specs import nic, vm_spec
+from nubis.protocol import Ipam, Nic
+from tests.unit.agent.vm_specs import MANUAL, nic, vm_spec
 
 MTOOLS = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 needs_tools = pytest.mark.skipif(
@@ -90,18 +90,6 @@ def test_writing_a_seed_again_replaces_it(tmp_path: Path) -> None:
     seed.write_seed(vm_spec(hostname="old"), path)
     seed.write_seed(vm_spec(hostname="new"), path)
     assert json.loads(read_back(path, "meta-data"))["local-hostname"] == "new"
-
-
-MANUAL = Network(
-    id="net-m",
-    bridge="nbnetm",
-    vxlan="nxnetm",
-    vni=8,
-    ipam=Ipam.MANUAL,
-    prefix="fd00:8::/64",
-    gateway="fd00:8::1",
-    mac="02:00:00:00:08:01",
-)
 
 
 def ethernet_of(ipam: Ipam, address: str | None) -> dict[str, object]:

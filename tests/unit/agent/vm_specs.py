@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nubis.protocol import ImageRef, Nic, VmSpec
+from nubis.protocol import ImageRef, Ipam, Network, Nic, VmSpec
 
 MIB = 1024 * 1024
 IMAGE_VIRTUAL_SIZE = 64 * MIB
@@ -38,3 +38,16 @@ def nic(index: int) -> Nic:
         mac=f"52:54:00:12:34:{index:02x}",
         address=f"fd12:3456:789a:1:5054:ff:fe12:34{index:02x}",
     )
+
+
+MANUAL = Network(
+    id="net-m",
+    bridge="nbnetm",
+    vxlan="nxnetm",
+    vni=8,
+    ipam=Ipam.MANUAL,
+    prefix="fd00:8::/64",
+    gateway="fd00:8::1",
+    mac="02:00:00:00:08:01",
+)
+"""A project network with IPAM `manual`: the guest is told its address."""
