@@ -206,5 +206,7 @@ class _Units(LoadScopeScheduling):  # type: ignore[misc]
         super()._assign_work_unit(node)
 
 
+# optional: the suite also runs without xdist (-p no:xdist), where this hook is unknown.
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> _Units:
     return _Units(config, log)

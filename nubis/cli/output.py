@@ -14,15 +14,17 @@ from rich.text import Text
 
 # soft_wrap: lines longer than the terminal stay whole, so addresses and paths can be
 # copied. Piped output has no width to fit, so tables are not cut to 80 columns there.
-# No markup: what is printed is often the API's text or a user's (a key comment, a
-# name given on the command line), and must come out as it is.
+# No markup and no emoji: what is printed is often the API's text or a user's (a key
+# comment, a name given on the command line) or a MAC address, whose ":cd:" Rich would
+# otherwise turn into a picture of a disc; it must come out as it is.
 console = Console(
     soft_wrap=True,
     width=None if sys.stdout.isatty() else 1000,
     markup=False,
+    emoji=False,
     highlight=False,
 )
-errors = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
+errors = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
