@@ -33,10 +33,11 @@ sys.path.insert(0, str(REPO))
 
 from bench.progs import Chain, Waiter  # noqa: E402
 from bench.store import postgres_database  # noqa: E402
+from nubis.choices import StrandStatus  # noqa: E402
 from nubis.db import Database  # noqa: E402
 from nubis.db.migrate import upgrade  # noqa: E402
 from nubis.engine import incr, start  # noqa: E402
-from nubis.models.engine import Strand, StrandStatus  # noqa: E402
+from nubis.models.engine import Strand  # noqa: E402
 
 THREADS_PER_WORKER = 2
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from nubis import peers, revisions
 from nubis.clock import now
+from nubis.db.refs import ref_clause
 from nubis.engine import strand
 from nubis.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from nubis.ids import Kind
@@ -31,7 +32,6 @@ from nubis.models import (
     JoinToken,
     Vm,
 )
-from nubis.names import ref_clause
 from nubis.protocol import HostReport
 from nubis.scheduling import waiting
 

@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubis import revisions
+from nubis.db.refs import ref_clause
 from nubis.errors import Conflict, InvalidInput, NotFound
 from nubis.ids import Kind
 from nubis.models import Flooding, Location
-from nubis.names import check_name, ref_clause
+from nubis.names import check_name
 
 
 def create(

@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from nubis import revisions
 from nubis.addresses import stable_mac
+from nubis.db.refs import ref_clause
 from nubis.errors import Conflict, NotFound
 from nubis.ids import Kind, format_id
 from nubis.ipam import subnets, vnis
 from nubis.models import Flooding, Host, Location, Network, Nic, Subnet, Vm, VniHold
-from nubis.names import check_name, ref_clause
+from nubis.names import check_name
 from nubis.protocol import Ipam
 
 NAME_DIGITS = 12

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from nubis import networks, revisions
 from nubis.addresses import eui64_address, stable_mac
+from nubis.db.refs import ref_clause
 from nubis.engine import strand
 from nubis.errors import Conflict, InvalidInput, NotFound
 from nubis.ids import Kind, format_id, new_id
@@ -29,7 +30,7 @@ from nubis.models import (
     VmEvent,
     VmLabel,
 )
-from nubis.names import check_name, ref_clause
+from nubis.names import check_name
 from nubis.protocol import Status
 from nubis.scheduling.allocator import place
 from nubis.scheduling.stages import Request

@@ -16,10 +16,10 @@ from uuid import UUID
 from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import Session
 
+from nubis.db.refs import ref_clause
 from nubis.errors import Forbidden, NotFound
 from nubis.ids import Kind
 from nubis.models import Membership, Project, Role
-from nubis.names import ref_clause
 
 
 @dataclass(frozen=True)

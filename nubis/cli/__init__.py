@@ -1,7 +1,8 @@
 """The `nubis` command: services (up, api, worker), the user CLI and `nubis admin`.
 
 The user commands are HTTP clients and start fast. The services and `admin` load the
-server side (SQLAlchemy, FastAPI, the models), so they are imported only when asked for.
+server side (SQLAlchemy, FastAPI, the models) and `agent` the host's (pyroute2, QEMU's
+argv), so they are imported only when asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 from typer._click import Command, Context
 from typer.core import TyperGroup
 
-from nubis.cli import account, agent, firewall_rule, image, network, project, ssh_key, token, vm
+from nubis.cli import account, firewall_rule, image, network, project, ssh_key, token, vm
 from nubis.cli.output import fail
 from nubis.errors import NubisError
 
@@ -23,6 +24,7 @@ _HEAVY = {
     "api": "nubis.cli.services:api",
     "worker": "nubis.cli.services:worker",
     "admin": "nubis.cli.admin:app",
+    "agent": "nubis.cli.agent:agent",
 }
 """Commands whose modules are imported only when the command runs (or help lists it)."""
 
@@ -66,7 +68,6 @@ app = typer.Typer(
     add_completion=False,
 )
 account.register(app)
-agent.register(app)
 project.register(app)
 token.register(app)
 ssh_key.register(app)

@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
+from nubis.choices import StrandStatus
 from nubis.cli.account import ProfileOption
 from nubis.cli.admin_account import audit, bootstrap, user_app
 from nubis.cli.admin_host import host_app, location_app
 from nubis.cli.admin_image import image_app
 from nubis.cli.client import client_of, part
 from nubis.cli.output import JsonOption, console, emit_json, show, table
-from nubis.models.engine import StrandStatus
 
 app = typer.Typer(
     help="Operator commands (through the API, with an operator's token).", no_args_is_help=True

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
+from nubis.choices import Flooding
 from nubis.cli.account import ProfileOption
 from nubis.cli.client import client_of, part
 from nubis.cli.output import JsonOption, console, fail, listing, show
-from nubis.models import Flooding
 
 location_app = typer.Typer(help="Locations: where hosts are.", no_args_is_help=True)
 host_app = typer.Typer(help="Hosts: joining, states, checks.", no_args_is_help=True)

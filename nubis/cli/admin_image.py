@@ -18,7 +18,6 @@ from nubis.cli.output import JsonOption, console, fail, listing, show
 from nubis.errors import Conflict, NotFound
 from nubis.guestimage import BuildError, tiny
 from nubis.guestimage.debian import DEB_CACHE
-from nubis.images import public
 from nubis.names import check_name
 
 image_app = typer.Typer(
@@ -85,7 +84,7 @@ def image_build_tiny(
     register: Annotated[
         bool, typer.Option("--register/--no-register", help="Upload it as a public image.")
     ] = True,
-    name: Annotated[str, typer.Option(help="The public image's name.")] = public.TINY,
+    name: Annotated[str, typer.Option(help="The public image's name.")] = tiny.NAME,
     cache: Annotated[
         Path, typer.Option(help="Where the Debian packages are kept between builds.")
     ] = DEB_CACHE,

@@ -46,7 +46,3 @@ def agent(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     Agent(api_url, state_dir, describe, join_token=join_token, interval=interval).run(stop)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(agent)

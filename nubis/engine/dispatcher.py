@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.config import EngineSettings
 from nubis.db import Database
@@ -51,7 +52,6 @@ from nubis.engine.prog import (
     resolve,
 )
 from nubis.ids import new_id
-from nubis.models.engine import StrandStatus
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ from sqlalchemy import (
     update,
 )
 
+from nubis.choices import StrandStatus
 from nubis.config import EngineSettings
-from nubis.models.engine import Semaphore, Strand, StrandStatus
+from nubis.models.engine import Semaphore, Strand
 
 SELF_KILL_FRACTION = 0.8
 """A worker kills itself once this share of its lease has passed (see `Lease.deadline`)."""

@@ -32,8 +32,9 @@ from uuid import UUID
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
+from nubis.choices import StrandStatus
 from nubis.engine import strand
-from nubis.models.engine import Semaphore, Strand, StrandStatus
+from nubis.models.engine import Semaphore, Strand
 
 F = TypeVar("F", bound=Callable[..., None])
 _LABEL_MARK = "__nubis_label__"

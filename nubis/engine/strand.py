@@ -8,10 +8,11 @@ from uuid import UUID
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.engine.doorbell import ring_on_commit
 from nubis.ids import new_id
-from nubis.models.engine import Semaphore, Strand, StrandStatus
+from nubis.models.engine import Semaphore, Strand
 
 if TYPE_CHECKING:  # the progs call this module to start their children
     from nubis.engine.prog import Prog

@@ -27,6 +27,8 @@ from nubis.guestimage.debian import DEB_CACHE
 
 log = logging.getLogger(__name__)
 
+NAME = "tiny"
+"""The name the tiny image has as a public image."""
 BOOT_DIR = "boot"
 """Where in the deb cache the kernel and initramfs made from its packages are kept."""
 BUSYBOX_PACKAGE = "busybox-static"

@@ -30,7 +30,7 @@ from nubis.names import check_name
 
 log = logging.getLogger(__name__)
 
-TINY = "tiny"
+TINY = tiny.NAME
 """The name of the public tiny guest image."""
 CHUNK_BYTES = 1024 * 1024
 

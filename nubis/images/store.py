@@ -46,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from nubis.db import Database
+from nubis.db.refs import ref_clause
 from nubis.errors import (
     Conflict,
     ImageRefused,
@@ -57,7 +58,7 @@ from nubis.errors import (
 from nubis.ids import Kind, format_id, parse_id
 from nubis.images.verify import verify
 from nubis.models import Image, ImageState, Vm
-from nubis.names import check_name, ref_clause
+from nubis.names import check_name
 
 log = logging.getLogger(__name__)
 

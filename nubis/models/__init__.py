@@ -1,5 +1,6 @@
 """The domain models, one module per domain. Importing this registers every table."""
 
+from nubis.choices import Flooding, StrandStatus
 from nubis.models.account import (
     ApiToken,
     AuditEvent,
@@ -14,7 +15,6 @@ from nubis.models.account import (
 from nubis.models.compute import (
     Allocation,
     AllocationState,
-    Flooding,
     Health,
     Host,
     HostEvent,
@@ -22,7 +22,7 @@ from nubis.models.compute import (
     Location,
     Plane,
 )
-from nubis.models.engine import Semaphore, Strand, StrandStatus
+from nubis.models.engine import Semaphore, Strand
 from nubis.models.image import Image, ImageState
 from nubis.models.network import FirewallRule, Network, VniHold
 from nubis.models.vm import GONE, LEAVING, ON_HOST, Nic, Subnet, Vm, VmEvent, VmLabel

@@ -15,17 +15,10 @@ from uuid import UUID
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from nubis.choices import Flooding
 from nubis.clock import now
 from nubis.db.base import Base
 from nubis.ids import new_id
-
-
-class Flooding(StrEnum):
-    """How VXLAN reaches the hosts of a network: its IPv6 multicast group, or unicast
-    head-end replication to the hosts the control plane lists."""
-
-    MULTICAST = "multicast"
-    UNICAST = "unicast"
 
 
 class AllocationState(StrEnum):

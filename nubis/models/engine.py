@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.db.base import Base
 from nubis.ids import new_id
-
-
-class StrandStatus(StrEnum):
-    ACTIVE = "active"
-    """Runs its labels; may be waiting for its schedule or held by a worker."""
-    FAILED = "failed"
-    """Stopped after too many failed tries; an operator may retry it."""
-    EXITED = "exited"
-    """Done; kept for a while for inspection, then deleted."""
 
 
 class Strand(Base):

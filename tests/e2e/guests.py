@@ -40,6 +40,10 @@ BOOT_SECONDS = 90.0
 """From QEMU's start to the guest's `ssh ready` (about 12 s under TCG, alone)."""
 SSH_SECONDS = 30.0
 POLL_SECONDS = 0.2
+"""The first pause between two looks of `wait_until`; each next one is longer, up to
+POLL_MAX_SECONDS. A look is often a `nubis` command, a Python start of its own: looked
+at back to back, it would take a core from the guests that a test waits for."""
+POLL_MAX_SECONDS = 1.0
 READY = guest.READY_MARKER
 
 T = TypeVar("T")
@@ -48,13 +52,15 @@ T = TypeVar("T")
 def wait_until(what: str, found: Callable[[], T | None], timeout: float) -> T:
     """`found()` once it is neither None nor False; AssertionError after `timeout`."""
     deadline = time.monotonic() + timeout
+    pause = POLL_SECONDS
     while True:
         value = found()
         if value is not None and value is not False:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(POLL_SECONDS)
+        time.sleep(pause)
+        pause = min(pause * 1.5, POLL_MAX_SECONDS)
 
 
 def key_of(cloud: Cloud, who: str = "user") -> Path:

@@ -177,10 +177,11 @@ def test_up_on_a_new_data_dir_makes_an_operator_joins_this_machine_and_adds_tiny
         (local,) = listed
         assert (local["location"], local["health"]) == ("local", "online")
         deadline = time.monotonic() + TINY_SECONDS
-        # Built in the background, then registered (`uploading` while its file is copied).
+        # Built in the background, then registered: `uploading` while its file is copied,
+        # `verifying` while its header is read.
         while time.monotonic() < deadline:
             images = _admin_list(api_url, token, "image")
-            if images and all(image["state"] != "uploading" for image in images):
+            if images and all(image["state"] in ("active", "failed") for image in images):
                 break
             time.sleep(1.0)
         assert [(i["name"], i["state"]) for i in images] == [("tiny", "active")]

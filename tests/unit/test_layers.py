@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "nubis",
             "nubis.protocol",
             "nubis.addresses",
+            "nubis.choices",
             "nubis.ids",
             "nubis.units",
             "nubis.errors",

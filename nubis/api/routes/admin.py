@@ -15,10 +15,10 @@ from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import AuditEventOut, UserCreate, UserOut, UserUpdate
 from nubis.auth import accounts
 from nubis.auth.authz import Action, authorize
+from nubis.db.refs import ref_clause
 from nubis.errors import Conflict, NotFound
 from nubis.ids import Kind, format_id
 from nubis.models import AuditEvent, User
-from nubis.names import ref_clause
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 

@@ -13,10 +13,11 @@ from nubis.api.operators import Change, change
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.strand import StrandDetailOut, StrandOut
 from nubis.auth.authz import Action, authorize
+from nubis.choices import StrandStatus
 from nubis.engine import strand as strands
 from nubis.errors import Conflict, NotFound
 from nubis.ids import Kind, format_id, parse_id
-from nubis.models.engine import Semaphore, Strand, StrandStatus
+from nubis.models.engine import Semaphore, Strand
 
 router = APIRouter(prefix="/v1/admin/strands", tags=["admin"])
 

@@ -14,10 +14,10 @@ from nubis.api.deps import DatabaseDep, PrincipalDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import MemberOut, MemberUpdate
 from nubis.auth.authz import Action, ProjectAccess, project_access
+from nubis.db.refs import ref_clause
 from nubis.errors import Conflict, Forbidden, NotFound
 from nubis.ids import Kind, format_id
 from nubis.models import Membership, Project, Role, User
-from nubis.names import ref_clause
 
 router = APIRouter(prefix="/v1/projects/{project}/members", tags=["members"])
 

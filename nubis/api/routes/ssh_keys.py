@@ -11,10 +11,10 @@ from nubis.api.deps import DatabaseDep, PrincipalDep
 from nubis.api.pagination import Cursor, Limit, Page, fetch_page
 from nubis.api.schemas.account import SshKeyCreate, SshKeyOut
 from nubis.auth.authz import Action, ProjectAccess, project_access
+from nubis.db.refs import ref_clause
 from nubis.errors import Conflict, NotFound
 from nubis.ids import Kind
 from nubis.models import SshKey
-from nubis.names import ref_clause
 
 router = APIRouter(prefix="/v1/projects/{project}/ssh-keys", tags=["ssh-keys"])
 

@@ -16,10 +16,10 @@ from nubis.api.schemas.account import TokenCreate, TokenCreated, TokenOut
 from nubis.auth import tokens
 from nubis.auth.authz import Action, authorize, project_access
 from nubis.clock import now
+from nubis.db.refs import ref_clause
 from nubis.errors import Conflict, NotFound
 from nubis.ids import Kind
 from nubis.models import ApiToken, User
-from nubis.names import ref_clause
 
 router = APIRouter(tags=["tokens"])
 

@@ -7,10 +7,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from nubis.api.schemas.common import Input
+from nubis.api.schemas.common import Email, Input, Name
 from nubis.ids import Kind, format_id
 from nubis.models import ApiToken, AuditEvent, Invitation, Project, Role, SshKey, User
-from nubis.names import Email, Name
 from nubis.units import Duration
 
 

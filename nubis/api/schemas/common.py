@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+from nubis.errors import InvalidInput
+from nubis.names import check_email, name_problem
 
 
 class Input(BaseModel):
@@ -41,3 +44,23 @@ class Problem(BaseModel):
     code: str
     detail: str
     errors: dict[str, str] | None = None
+
+
+def _name(text: str) -> str:
+    problem = name_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _email(text: str) -> str:
+    try:
+        return check_email(text)
+    except InvalidInput as error:
+        raise ValueError(error.detail) from None
+
+
+Name = Annotated[str, AfterValidator(_name)]
+"""A name field in a request body."""
+Email = Annotated[str, AfterValidator(_email)]
+"""An email address in a request body, lowercased."""

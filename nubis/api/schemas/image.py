@@ -6,10 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from nubis.api.schemas.common import Input
+from nubis.api.schemas.common import Input, Name
 from nubis.ids import Kind, format_id
 from nubis.models import Image
-from nubis.names import Name
 
 
 class ImageCreate(Input):

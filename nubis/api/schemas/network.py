@@ -6,10 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from nubis.api.schemas.common import Input
+from nubis.api.schemas.common import Input, Name
 from nubis.ids import Kind, format_id
 from nubis.models import Flooding, Location
-from nubis.names import Name
 from nubis.networks import Placed, public_id
 from nubis.protocol import Ipam
 

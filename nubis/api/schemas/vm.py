@@ -8,10 +8,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from nubis.api.schemas.common import Input
+from nubis.api.schemas.common import Input, Name
 from nubis.ids import Kind, format_id
 from nubis.models import Nic, Vm, VmEvent
-from nubis.names import Name
 from nubis.units import Size
 from nubis.vms import display_state
 

@@ -11,12 +11,13 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher
 from nubis.ids import Kind, format_id
 from nubis.models import Host, HostEvent, Plane, VmEvent
-from nubis.models.engine import Strand, StrandStatus
+from nubis.models.engine import Strand
 from nubis.progs.host import HostMonitor
 from nubis.protocol import Desired
 from tests.integration.api import fleet

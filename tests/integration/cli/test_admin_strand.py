@@ -14,12 +14,13 @@ import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner, Result
 
+from nubis.choices import StrandStatus
 from nubis.cli import app
 from nubis.db import Database
 from nubis.db.migrate import current_revision, head_revision
 from nubis.engine import Prog, label, start
 from nubis.ids import Kind, format_id, new_id
-from nubis.models.engine import Strand, StrandStatus
+from nubis.models.engine import Strand
 from tests.conftest import REPO
 from tests.integration.cli.conftest import Remote
 

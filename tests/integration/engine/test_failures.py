@@ -6,12 +6,13 @@ import time
 
 from sqlalchemy import insert, update
 
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.config import EngineSettings
 from nubis.db import Database
 from nubis.engine import retry, start
 from nubis.engine.dispatcher import Dispatcher
-from nubis.models.engine import Strand, StrandStatus
+from nubis.models.engine import Strand
 from tests.integration.engine import progs
 from tests.integration.engine.helpers import drain, effects, strand
 

@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.db import Database
 from nubis.engine import incr, start
 from nubis.engine.dispatcher import Dispatcher
-from nubis.models.engine import Strand, StrandStatus
+from nubis.models.engine import Strand
 from tests.integration.engine import progs
 from tests.integration.engine.helpers import drain, strand
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
+from nubis.choices import StrandStatus
 from nubis.config import EngineSettings
 from nubis.db import Database
 from nubis.engine import start
 from nubis.engine.dispatcher import Dispatcher
-from nubis.models.engine import StrandStatus
 from tests.integration.engine import progs
 from tests.integration.engine.helpers import effects, run_held, strand
 

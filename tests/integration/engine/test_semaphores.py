@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.db import Database
 from nubis.engine import incr, start
 from nubis.engine.dispatcher import Dispatcher
-from nubis.models.engine import StrandStatus
 from tests.integration.engine import progs
 from tests.integration.engine.helpers import drain, effects, strand
 

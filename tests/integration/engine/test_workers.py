@@ -12,13 +12,14 @@ from uuid import UUID
 import pytest
 from sqlalchemy import func, insert, select
 
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.config import EngineSettings
 from nubis.db import Database
 from nubis.engine import incr, start
 from nubis.engine.worker import EXIT_LEASE_OVERRUN, Worker
 from nubis.ids import new_id
-from nubis.models.engine import Strand, StrandStatus
+from nubis.models.engine import Strand
 from tests.integration.engine import progs
 from tests.integration.engine.conftest import SpawnWorker
 from tests.integration.engine.helpers import effects, strand

@@ -11,12 +11,13 @@ import pytest
 from sqlalchemy import select, update
 
 from nubis import hosts, locations
+from nubis.choices import StrandStatus
 from nubis.clock import now
 from nubis.config import Settings
 from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher
 from nubis.models import Health, Host, HostEvent
-from nubis.models.engine import Strand, StrandStatus
+from nubis.models.engine import Strand
 from nubis.progs.host import HostMonitor, health_after
 from nubis.protocol import HostReport
 from tests.integration.engine.helpers import drain
