@@ -183,14 +183,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped as root, where every tool is installed: {reason}"
 
 
+DEAREST_E2E = ("test_failover", "test_vms", "test_networks", "test_cloud_harness")
+"""The end-to-end files that take longest (minutes each, measured with --durations),
+dearest first: they go first, so that what a worker takes up at the end is short."""
+
+
+def _e2e_rank(scope: str) -> int:
+    name = Path(scope).stem
+    return DEAREST_E2E.index(name) if name in DEAREST_E2E else len(DEAREST_E2E)
+
+
 class _Units(LoadScopeScheduling):  # type: ignore[misc]
     """How `make test` (`pytest -n 2 --no-loadscope-reorder`) shares the suite out: each
     test file is a unit of work (its module fixtures, a cloud for instance, are made
-    once). The first worker runs the end-to-end files from the first on (they start at
-    once: `tests/e2e` sorts first), the others the unit and integration files; a worker
+    once). The first worker runs the end-to-end files, the dearest first (DEAREST_E2E,
+    then the others in order), the others the unit and integration files; a worker
     that has run out of its own kind takes the other's, an end-to-end file from the
-    last on. So two clouds of QEMU guests under TCG run side by side only once the
-    rest is done, and never the same file's."""
+    last (the cheapest) on. So two clouds of QEMU guests under TCG run side by side
+    only once the rest is done, never the same file's, and neither worker is left with
+    a long file when the other is done."""
 
     def _split_scope(self, nodeid: str) -> str:
         return nodeid.split("::", maxsplit=1)[0]
@@ -198,6 +209,7 @@ class _Units(LoadScopeScheduling):  # type: ignore[misc]
     def _assign_work_unit(self, node: Any) -> None:
         e2e = [scope for scope in self.workqueue if scope.startswith(f"tests/{E2E}/")]
         rest = [scope for scope in self.workqueue if scope not in e2e]
+        e2e.sort(key=_e2e_rank)  # stable: the others keep their order
         if node is self.nodes[0]:
             scope = e2e[0] if e2e else rest[0]
         else:
@@ -209,4 +221,7 @@ class _Units(LoadScopeScheduling):  # type: ignore[misc]
 # optional: the suite also runs without xdist (-p no:xdist), where this hook is unknown.
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> _Units:
+    missing = [name for name in DEAREST_E2E if not (REPO / "tests" / E2E / f"{name}.py").exists()]
+    if missing:
+        raise pytest.UsageError(f"DEAREST_E2E names files that do not exist: {missing}")
     return _Units(config, log)

@@ -264,7 +264,8 @@ def _ask(
     if not as_json:
         console.print(f"VM {vm['name']} is {vm['state']}.")
     if wait:
-        vm = vm_wait.wait(client, f"{base}/{part(vm['id'])}", vm["name"], goal, timeout)
+        path = f"{base}/{part(vm['id'])}"
+        vm = vm_wait.wait(client, path, vm["name"], goal, timeout, reboots=vm["reboots"])
         if not as_json:
             console.print(f"VM {vm['name']} is {vm['state']}.")
     if as_json:

@@ -33,18 +33,27 @@ def _spinner(text: str) -> Iterator[Any]:
         yield status
 
 
-def _reached(goal: str, state: str, seen: set[str], waited: float) -> bool:
+def _reached(
+    goal: str, vm: dict[str, Any], seen: set[str], waited: float, reboots: int
+) -> bool:
+    state = vm["state"]
     if goal != REBOOTED:
         return state == goal
     # A reboot shows `rebooting` only once the VM's prog took the request in, so right
     # after asking the VM may still say `running` from before. It is rebooted once it
-    # has been seen rebooting and runs again, or, if that came and went between two
-    # looks, once it runs after a grace period.
-    return state == "running" and ("rebooting" in seen or waited >= REBOOT_GRACE_SECONDS)
+    # runs and its host has carried out more reboots than when it was asked, or has been
+    # seen rebooting; or, if it was recreated elsewhere meanwhile (its count starts
+    # again), once it runs after a grace period.
+    return state == "running" and (
+        vm["reboots"] > reboots or "rebooting" in seen or waited >= REBOOT_GRACE_SECONDS
+    )
 
 
-def wait(client: Client, path: str, name: str, goal: str, timeout: float) -> dict[str, Any]:
+def wait(
+    client: Client, path: str, name: str, goal: str, timeout: float, *, reboots: int = 0
+) -> dict[str, Any]:
     """Poll the VM at `path` until it is `goal`; the VM as last seen ({} once gone).
+    `reboots`: the VM's count when its reboot was asked (for the goal REBOOTED).
     A VM that fails ends the command (exit 1), as does running out of time (exit 124)."""
     started = time.monotonic()
     seen: set[str] = set()
@@ -61,7 +70,7 @@ def wait(client: Client, path: str, name: str, goal: str, timeout: float) -> dic
                 raise NotFound(f"VM {name} was deleted while waiting for it") from None
             state = vm["state"]
             seen.add(state)
-            if _reached(goal, state, seen, waited):
+            if _reached(goal, vm, seen, waited, reboots):
                 return vm
             if state == "failed":
                 break

@@ -70,6 +70,9 @@ class VmOut(BaseModel):
     detail: str
     """What went wrong, when the state is `failed`; why no host fits, when it is
     `waiting for capacity`."""
+    reboots: int
+    """The reboots its host has carried out since the VM was placed there (a VM
+    recreated on another host counts from 0 again)."""
     created_at: datetime
 
     @classmethod
@@ -107,6 +110,7 @@ class VmOut(BaseModel):
             ],
             ha=vm.ha,
             detail=vm.waiting or vm.observed_detail,
+            reboots=vm.observed_reboots,
             created_at=vm.created_at,
         )
 

@@ -275,10 +275,11 @@ def test_stop_start_reboot_and_delete_each_wait_for_their_end(tenant: Tenant) ->
         "VM web1 is stopped: start it instead of rebooting it",
     )
     started = tenant.run("vm", "start", "web1", "--wait", "--json").json()
-    assert started["state"] == "running"
+    assert (started["state"], started["reboots"]) == ("running", 0)
     rebooted = tenant.run("vm", "reboot", "web1", "--wait", "--json").json()
-    assert rebooted["state"] == "running"
-    assert tenant.host.reboots == [1]  # it waited for the reboot, not just for `running`
+    # It waited for the host to report the reboot, not just for `running`.
+    assert (rebooted["state"], rebooted["reboots"]) == ("running", 1)
+    assert tenant.host.reboots == [1]
     deleted = succeeded(tenant.run("vm", "delete", "web1", "--yes", "--wait"))
     assert deleted.stdout == "VM web1 is deleting.\nVM web1 is gone.\n"
     refused(tenant.run("vm", "show", "web1"), "no VM 'web1'")
