@@ -12,10 +12,11 @@ STAMP := $(VENV)/.installed
 up: deps
 	$(BIN)/nubis up
 
-# Two workers: one starts on the end-to-end tests, the other on the rest, and each
-# takes the other's files once its own are done (tests/conftest.py).
+# Three workers on two cores: one starts on the end-to-end tests, the others on the
+# rest, and each takes the other's files once its own are done (tests/conftest.py);
+# the end-to-end tests wait on guests and failure windows, and leave a core idle.
 test: deps postgres
-	$(BIN)/pytest -n 2 --no-loadscope-reorder
+	$(BIN)/pytest -n 3 --no-loadscope-reorder
 
 lint: deps
 	$(BIN)/ruff check nubis tests bench

@@ -185,7 +185,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 DEAREST_E2E = ("test_failover", "test_vms", "test_networks", "test_cloud_harness")
 """The end-to-end files that take longest (minutes each, measured with --durations),
-dearest first: they go first, so that what a worker takes up at the end is short."""
+dearest first: they go first, so that what a worker takes up at the end is short
+(the longest work first, whoever takes it)."""
 
 
 def _e2e_rank(scope: str) -> int:
@@ -194,14 +195,14 @@ def _e2e_rank(scope: str) -> int:
 
 
 class _Units(LoadScopeScheduling):  # type: ignore[misc]
-    """How `make test` (`pytest -n 2 --no-loadscope-reorder`) shares the suite out: each
+    """How `make test` (`pytest -n 3 --no-loadscope-reorder`) shares the suite out: each
     test file is a unit of work (its module fixtures, a cloud for instance, are made
     once). The first worker runs the end-to-end files, the dearest first (DEAREST_E2E,
     then the others in order), the others the unit and integration files; a worker
-    that has run out of its own kind takes the other's, an end-to-end file from the
-    last (the cheapest) on. So two clouds of QEMU guests under TCG run side by side
-    only once the rest is done, never the same file's, and neither worker is left with
-    a long file when the other is done."""
+    that has run out of its own kind takes the other's, the dearest end-to-end file
+    left. The e2e files' waits (guests booting, failure windows) leave the CPU idle
+    that the other workers' tests use; no worker is left with a long file at the end,
+    and no file's tests ever run on two workers."""
 
     def _split_scope(self, nodeid: str) -> str:
         return nodeid.split("::", maxsplit=1)[0]
@@ -213,7 +214,7 @@ class _Units(LoadScopeScheduling):  # type: ignore[misc]
         if node is self.nodes[0]:
             scope = e2e[0] if e2e else rest[0]
         else:
-            scope = rest[0] if rest else e2e[-1]
+            scope = rest[0] if rest else e2e[0]
         self.workqueue.move_to_end(scope, last=False)
         super()._assign_work_unit(node)
 
