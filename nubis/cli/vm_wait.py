@@ -36,7 +36,7 @@ def _spinner(text: str) -> Iterator[Any]:
 def _reached(
     goal: str, vm: dict[str, Any], seen: set[str], waited: float, reboots: int
 ) -> bool:
-    state = vm["state"]
+    state: str = vm["state"]
     if goal != REBOOTED:
         return state == goal
     # A reboot shows `rebooting` only once the VM's prog took the request in, so right
