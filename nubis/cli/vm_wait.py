@@ -33,9 +33,7 @@ def _spinner(text: str) -> Iterator[Any]:
         yield status
 
 
-def _reached(
-    goal: str, vm: dict[str, Any], seen: set[str], waited: float, reboots: int
-) -> bool:
+def _reached(goal: str, vm: dict[str, Any], seen: set[str], waited: float, reboots: int) -> bool:
     state: str = vm["state"]
     if goal != REBOOTED:
         return state == goal
