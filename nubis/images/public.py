@@ -30,8 +30,6 @@ from nubis.names import check_name
 
 log = logging.getLogger(__name__)
 
-TINY = tiny.NAME
-"""The name of the public tiny guest image."""
 CHUNK_BYTES = 1024 * 1024
 
 
@@ -90,19 +88,19 @@ def ensure_tiny(db: Database, settings: Settings, *, cache: Path = DEB_CACHE) ->
     """Build the tiny guest image and add it as the public image `tiny`, unless there is
     a public image of that name already. Two processes may race: the one that comes
     second finds the name taken and leaves it."""
-    if _public_named(db, TINY):
+    if _public_named(db, tiny.NAME):
         return
     with tempfile.TemporaryDirectory(prefix="nubis-tiny-") as scratch:
-        image = tiny.build(Path(scratch) / f"{TINY}.qcow2", cache=cache)
-        if _public_named(db, TINY):
+        image = tiny.build(Path(scratch) / f"{tiny.NAME}.qcow2", cache=cache)
+        if _public_named(db, tiny.NAME):
             return
         try:
-            register(db, settings, TINY, image)
+            register(db, settings, tiny.NAME, image)
         except Conflict:
             return
         except IntegrityError:
             # The unique index caught what the check before the insert could not.
-            if _public_named(db, TINY):
+            if _public_named(db, tiny.NAME):
                 return
             raise
-    log.info("added the public image %s", TINY)
+    log.info("added the public image %s", tiny.NAME)

@@ -19,6 +19,7 @@ from nubis import locations
 from nubis.cli import app
 from nubis.config import Settings
 from nubis.db import Database
+from nubis.guestimage import tiny
 from nubis.images import public, store
 from nubis.models import Flooding, Image, Project, Vm
 from tests.integration.cli.conftest import Remote
@@ -165,7 +166,7 @@ def test_ensure_tiny_leaves_a_public_tiny_image_as_it_is(
     db: Database, data_dir: Path, tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=data_dir)
-    first = public.register(db, settings, public.TINY, qcow2(tmp_path, "tiny.qcow2"))
+    first = public.register(db, settings, tiny.NAME, qcow2(tmp_path, "tiny.qcow2"))
     cache = tmp_path / "never-made"
     public.ensure_tiny(db, settings, cache=cache)
     with db.reading() as session:
