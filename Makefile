@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The web console's third-party browser code (htmx), pinned in web/package-lock.json.
+BROWSER_STAMP := web/node_modules/.installed
 
 .PHONY: up test lint format system deps postgres bench clean
 
@@ -38,15 +40,19 @@ bench: deps postgres
 system:
 	@tools/install-system-packages
 
-deps: system $(STAMP)
+deps: system $(STAMP) $(BROWSER_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+$(BROWSER_STAMP): web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	@touch $@
+
 postgres:
 	@tools/ensure-postgres
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache

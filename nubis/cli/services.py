@@ -21,7 +21,6 @@ from sqlalchemy import select
 from nubis import hosts, locations
 from nubis.agent import hardware
 from nubis.agent.runner import CREDENTIAL_FILE, Agent
-from nubis.api import create_app
 from nubis.auth import accounts
 from nubis.cli.output import console, fail
 from nubis.config import Settings
@@ -32,6 +31,7 @@ from nubis.images import public
 from nubis.logs import configure_logging
 from nubis.models import Flooding, Location, User
 from nubis.secretbox import SecretBox
+from nubis.web import create_app
 
 FIRST_OPERATOR_EMAIL = "admin@localhost"
 STARTED_POLL_SECONDS = 0.05
@@ -76,6 +76,7 @@ def up(
     api_url = settings.api_url
     console.print("nubis is up", style="bold green")
     console.print(
+        f"  console    {api_url}/  (the web console)\n"
         f"  API        {api_url}/v1  (health: {api_url}/v1/health)\n"
         f"  data dir   {settings.data_dir}\n"
         f"  database   {db.engine.url.render_as_string(hide_password=True)}\n"
@@ -87,7 +88,8 @@ def up(
         console.print(
             "\nAn operator account was made for you. Log in with\n"
             f"  nubis login --email {email} --api-url {api_url}\n"
-            f"and the password {password} (shown only this once). Then:\n"
+            f"and the password {password} (shown only this once), or sign in with them\n"
+            f"to the web console at {api_url}/. Then:\n"
             "  nubis project create demo && nubis project use demo\n"
             "  nubis ssh-key add me ~/.ssh/id_ed25519.pub\n"
             "  nubis vm create web1 --image tiny --wait\n"

@@ -89,6 +89,10 @@ def _up_then_stop(
         output = stdout_path.read_text()
         assert "nubis is up" in output
         assert f"http://127.0.0.1:{port}/v1" in output
+        assert f"console    http://127.0.0.1:{port}/ " in output
+        home = httpx.get(f"http://127.0.0.1:{port}/", timeout=10.0)
+        assert (home.status_code, home.headers["location"]) == (303, "/login?next=/")
+        assert "<h1>Sign in</h1>" in httpx.get(f"http://127.0.0.1:{port}/login", timeout=10.0).text
         if while_up is not None:
             while_up(f"http://127.0.0.1:{port}", output)
         process.send_signal(stop)
