@@ -207,6 +207,11 @@ class Cloud:
         self._password = secrets.token_urlsafe(16)
         """Of both people; made for this cloud, it dies with it."""
 
+    @property
+    def password(self) -> str:
+        """The password of both people (user@example.com and operator@example.com)."""
+        return self._password
+
     def __enter__(self) -> Cloud:
         self.start()
         return self

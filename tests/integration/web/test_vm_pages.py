@@ -206,3 +206,34 @@ def test_every_change_route_of_a_project_refuses_a_viewer_and_hides_it_from_an_o
     assert [vm["name"] for vm in alice.get("/v1/projects/web/vms").json()["items"]] == ["web1"]
     assert alice.get("/v1/projects/web/vms/web1").json()["state"] == "creating"
     assert len(alice.get("/v1/projects/web/ssh-keys").json()["items"]) == 1
+
+
+def test_the_vm_page_offers_what_its_state_allows_and_answers_with_the_api_s_state(
+    app: FastAPI, alice: Person, project: str, agent: Agent, dispatcher: Dispatcher
+) -> None:
+    vm = alice.post("/v1/projects/web/vms", json={"name": "web1", "image": "tiny"}).json()["id"]
+    agent.desired()
+    agent.report(**{vm: "running"})
+    drain(dispatcher)
+    visitor = _signed_in(app, alice)
+
+    def buttons(html: str) -> list[str]:
+        return re.findall(r'hx-post="/projects/web/vms/web1/(\w+)"', html)
+
+    assert buttons(visitor.get("/projects/web/vms/web1").text) == ["stop", "reboot", "delete"]
+    stopping = visitor.post("/projects/web/vms/web1/stop", headers=HTMX)
+    assert "data-state>stopping<" in stopping.text
+    assert buttons(stopping.text) == ["stop", "delete"]
+    drain(dispatcher)
+    agent.desired()
+    agent.report(**{vm: "stopped"})
+    drain(dispatcher)
+    panel = visitor.get("/projects/web/vms/web1/panel", headers=HTMX)
+    assert buttons(panel.text) == ["start", "delete"]
+    refused = visitor.post("/projects/web/vms/web1/reboot", headers=HTMX)
+    assert refused.status_code == 409
+    assert refused.text.strip() == (
+        '<p class="error" role="alert">Conflict: VM web1 is stopped: start it instead of '
+        "rebooting it</p>"
+    )
+    assert "data-state>starting<" in visitor.post("/projects/web/vms/web1/start", headers=HTMX).text
