@@ -2,8 +2,8 @@
 
 A body with a Content-Length is judged by it (the server holds the client to it); a
 chunked body is read up to the limit first and handed on only if it ends within it.
-Image files (`PUT …/images/{image}/file`) are streamed to disk by their route, which
-holds them to their own, larger limit.
+Image files (`PUT …/images/{image}/file`, of the API or of the web console's upload)
+are streamed to disk by their route, which holds them to their own, larger limit.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nubis.api.problems import send_problem
 from nubis.errors import PayloadTooLarge
 
 MAX_BODY_BYTES = 1024 * 1024
-STREAMED = re.compile(r"^/v1/(projects/[^/]+|admin)/images/[^/]+/file$")
+STREAMED = re.compile(r"^(/v1/(projects/[^/]+|admin)|/projects/[^/]+)/images/[^/]+/file$")
 
 
 class BodyLimit:

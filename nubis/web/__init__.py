@@ -20,9 +20,21 @@ from nubis.db import Database
 from nubis.errors import NotFound, NubisError
 from nubis.secretbox import SecretBox
 from nubis.web import pages
-from nubis.web.routes import account, keys, projects, signin, vms
+from nubis.web.routes import (
+    account,
+    firewall,
+    images,
+    keys,
+    members,
+    networks,
+    operator,
+    projects,
+    signin,
+    vms,
+)
 
-ROUTERS = (signin, account, projects, keys, vms)
+# firewall before vms: /projects/P/vms/VM/rules is its route, not a VM action.
+ROUTERS = (signin, account, operator, projects, members, keys, images, networks, firewall, vms)
 
 API_PREFIX = "/v1/"
 

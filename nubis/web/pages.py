@@ -37,9 +37,13 @@ SWITCHER = 100
 
 
 def render(
-    request: Request, template: str, *, status_code: int = 200, **context: Any
+    request: Request, template: str, *, status_code: int | None = None, **context: Any
 ) -> HTMLResponse:
-    """A page (or, for htmx, a fragment) with what every template may use."""
+    """A page (or, for htmx, a fragment) with what every template may use; its status
+    is the `error`'s it shows, if any, unless told."""
+    if status_code is None:
+        error = context.get("error")
+        status_code = error.status if isinstance(error, NubisError) else 200
     context.setdefault("csrf", session.session_csrf(request))
     context.setdefault("live_seconds", LIVE_SECONDS)
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
@@ -59,12 +63,26 @@ def may_manage(role: str) -> bool:
     return Role(role).rank >= Role.ADMIN.rank
 
 
+def own_path(target: str | None, default: str) -> str:
+    """`target` if it is a path of this site, else `default`: a redirect to anywhere a
+    form says would lend nubis's name to phishing."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return default
+
+
 def redirect(url: str, request: Request | None = None) -> Response:
     """After a change: go to `url` (303, so the browser GETs it); htmx follows
     HX-Redirect instead of swapping the answer in."""
     if request is not None and request.headers.get("HX-Request"):
         return Response(status_code=204, headers={"HX-Redirect": url})
     return RedirectResponse(url, status_code=303)
+
+
+def refusal(refused: ValidationError | NubisError) -> NubisError:
+    """Why a change was refused: the API's error, or a form that does not make a valid
+    request body, as the API would refuse it."""
+    return invalid(refused) if isinstance(refused, ValidationError) else refused
 
 
 def invalid(error: ValidationError) -> InvalidInput:

@@ -31,7 +31,6 @@ def _page(
     return pages.render(
         request,
         "keys.html",
-        status_code=error.status if error else 200,
         page=page,
         keys=api.list_ssh_keys(project, db, principal, limit=100, cursor=None).items,
         form=form or {},
@@ -50,10 +49,8 @@ async def add(request: Request, project: str, db: DatabaseDep, principal: Signed
     try:
         body = SshKeyCreate(name=form.get("name", ""), public_key=form.get("public_key", ""))
         api.add_ssh_key(project, body, db, principal)
-    except ValidationError as invalid:
-        return _page(request, db, principal, project, form=form, error=pages.invalid(invalid))
-    except NubisError as error:
-        return _page(request, db, principal, project, form=form, error=error)
+    except (ValidationError, NubisError) as refused:
+        return _page(request, db, principal, project, form=form, error=pages.refusal(refused))
     return pages.redirect(f"/projects/{project}/keys")
 
 

@@ -37,10 +37,8 @@ async def create(request: Request, db: DatabaseDep, principal: SignedIn) -> Resp
     try:
         body = ProjectCreate(name=form.get("name", ""))
         made = projects.create_project(body, db, principal)
-    except ValidationError as invalid:
-        return _refused(request, db, principal, pages.invalid(invalid))
-    except NubisError as error:
-        return _refused(request, db, principal, error)
+    except (ValidationError, NubisError) as refused:
+        return _refused(request, db, principal, pages.refusal(refused))
     return pages.redirect(f"/projects/{made.name}/vms")
 
 

@@ -16,13 +16,6 @@ from nubis.web.deps import form_of
 router = APIRouter(include_in_schema=False)
 
 
-def _next_page(target: str | None) -> str:
-    # Only a path of this site: an open redirect would lend nubis's name to phishing.
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return "/"
-
-
 def _form(
     request: Request,
     *,
@@ -51,7 +44,7 @@ def _form(
 
 @router.get("/login")
 def sign_in_page(request: Request, next: str | None = None) -> Response:
-    return _form(request, next_page=_next_page(next))
+    return _form(request, next_page=pages.own_path(next, "/"))
 
 
 @router.post("/login")
@@ -63,7 +56,7 @@ async def sign_in(
     except NubisError as error:
         return _form(request, next_page="/", error=error.detail, status_code=error.status)
     form = await form_of(request)
-    next_page = _next_page(form.get("next"))
+    next_page = pages.own_path(form.get("next"), "/")
     email, password = form.get("email", ""), form.get("password", "")
     try:
         body = LoginRequest(

@@ -15,8 +15,9 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from nubis.api.deps import DatabaseDep, SettingsDep
-from nubis.api.routes import images, networks, ssh_keys
+from nubis.api.routes import firewall_rules, images, networks, ssh_keys
 from nubis.api.routes import vms as api
+from nubis.api.schemas.network import NicAdd
 from nubis.api.schemas.vm import VmCreate, VmOut
 from nubis.auth.authz import Principal
 from nubis.db import Database
@@ -64,7 +65,6 @@ def _form_page(
     return pages.render(
         request,
         "vm_new.html",
-        status_code=error.status if error else 200,
         page=page,
         images=images.list_images(project, db, principal, limit=100, cursor=None).items,
         networks=networks.list_networks(project, db, principal, limit=100, cursor=None).items,
@@ -110,10 +110,8 @@ async def create(
     try:
         keys = _key_lines(db, principal, project, chosen_keys)
         made = api.create_vm(project, _body(form, chosen_networks, keys), db, settings, principal)
-    except ValidationError as invalid:
-        return _form_page(request, db, principal, project, form=form, error=pages.invalid(invalid))
-    except NubisError as error:
-        return _form_page(request, db, principal, project, form=form, error=error)
+    except (ValidationError, NubisError) as refused:
+        return _form_page(request, db, principal, project, form=form, error=pages.refusal(refused))
     return pages.redirect(f"/projects/{project}/vms/{made.name}", request)
 
 
@@ -128,11 +126,36 @@ def _key_lines(
 
 
 @router.get("/{vm}")
+def show(request: Request, project: str, vm: str, db: DatabaseDep, principal: SignedIn) -> Response:
+    return vm_page(request, project, vm, db, principal)
+
+
 def vm_page(
-    request: Request, project: str, vm: str, db: DatabaseDep, principal: SignedIn
+    request: Request,
+    project: str,
+    vm: str,
+    db: Database,
+    principal: Principal,
+    *,
+    form: dict[str, str] | None = None,
+    error: NubisError | None = None,
 ) -> Response:
+    """The VM's page: its live panel, and the forms for its NICs and firewall rules
+    (with a refused one's error and what was typed)."""
     page = pages.project_page(db, principal, project)
-    return pages.render(request, "vm.html", page=page, **_panel(db, principal, project, vm))
+    shown = _panel(db, principal, project, vm)
+    return pages.render(
+        request,
+        "vm.html",
+        page=page,
+        rules=firewall_rules.list_firewall_rules(
+            project, db, principal, vm=shown["vm"].id, limit=100, cursor=None
+        ).items,
+        networks=networks.list_networks(project, db, principal, limit=100, cursor=None).items,
+        form=form or {},
+        error=error,
+        **shown,
+    )
 
 
 def _panel(db: Database, principal: Principal, project: str, vm: str) -> dict[str, Any]:
@@ -158,6 +181,32 @@ def panel(
     return pages.render(request, "vm_panel.html", page=page, **shown)
 
 
+@router.post("/{vm}/nics", dependencies=CHANGE)
+async def add_nic(
+    request: Request, project: str, vm: str, db: DatabaseDep, principal: SignedIn
+) -> Response:
+    """A NIC in a project network; its host adds it, to the running VM too."""
+    form = await form_of(request)
+    try:
+        api.add_nic(project, vm, NicAdd(network=form.get("network", "")), db, principal)
+    except (ValidationError, NubisError) as refused:
+        # Rendered again as the principal: what they may not see is a 404 all the same.
+        return vm_page(request, project, vm, db, principal, error=pages.refusal(refused))
+    return pages.redirect(f"/projects/{project}/vms/{vm}")
+
+
+@router.post("/{vm}/nics/{network}/delete", dependencies=CHANGE)
+def remove_nic(
+    request: Request, project: str, vm: str, network: str, *, db: DatabaseDep, principal: SignedIn
+) -> Response:
+    try:
+        api.remove_nic(project, vm, network, db, principal)
+    except NubisError as error:
+        return vm_page(request, project, vm, db, principal, error=error)
+    return pages.redirect(f"/projects/{project}/vms/{vm}")
+
+
+# After the routes under /{vm}/ that have names of their own.
 @router.post("/{vm}/{action}", dependencies=CHANGE)
 def act(
     request: Request, project: str, vm: str, action: str, *, db: DatabaseDep, principal: SignedIn

@@ -123,6 +123,12 @@ class People:
                 session.add(Membership(project_id=project.id, user_id=person.key, role=role))
             return format_id(Kind.PROJECT, project.id)
 
+    def join(self, project: str, person: Person, role: Role) -> None:
+        """Make `person` a member of the project named `project` with `role`."""
+        with self.db.transaction() as session:
+            found = session.scalars(select(Project).where(Project.name == project)).one()
+            session.add(Membership(project_id=found.id, user_id=person.key, role=role))
+
 
 def problem(response: httpx2.Response, status: int, code: str | None = None) -> dict[str, Any]:
     """The problem document of `response`, once its status (and code) are as expected."""

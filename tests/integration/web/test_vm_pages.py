@@ -7,62 +7,19 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
-from nubis.config import Settings
-from nubis.db import Database
 from nubis.engine.dispatcher import Dispatcher
-from nubis.models import Image, ImageState, Role
+from nubis.models import Role
 from nubis.web.routes.vms import ACTIONS
 from tests.integration.api.host_agent import Agent
 from tests.integration.api.people import People, Person
 from tests.integration.engine.helpers import drain
+from tests.integration.web.conftest import KEY, signed_in
 from tests.integration.web.visitor import Visitor
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILzBjTientSi8txdCYx9B4IlJASwI75+3nsZG3wAFPvp a@laptop"
 HTMX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def dispatcher(db: Database) -> Dispatcher:
-    return Dispatcher(db, Settings(lease_seconds=30))
-
-
-@pytest.fixture
-def alice(people: People) -> Person:
-    return people.user("alice")
-
-
-@pytest.fixture
-def bob(people: People) -> Person:
-    return people.user("bob")
-
-
-@pytest.fixture
-def project(people: People, alice: Person, bob: Person, db: Database, agent: Agent) -> str:
-    """Project `web`: alice a member, bob a viewer; one host, an image and a key."""
-    made = people.project("web", {alice: Role.MEMBER, bob: Role.VIEWER})
-    added = alice.post(f"/v1/projects/{made}/ssh-keys", json={"name": "laptop", "public_key": KEY})
-    assert added.status_code == 201, added.text
-    with db.transaction() as session:
-        session.add(
-            Image(
-                name="tiny",
-                state=ImageState.ACTIVE,
-                size_bytes=20 * 2**20,
-                virtual_size_bytes=2**30,
-                sha256="ab" * 32,
-            )
-        )
-    return made
-
-
-def _signed_in(app: FastAPI, person: Person) -> Visitor:
-    visitor = Visitor(app)
-    assert visitor.sign_in(person.email).status_code == 303
-    return visitor
 
 
 def _state_in(html: str, vm: str) -> str:
@@ -76,7 +33,7 @@ def _state_in(html: str, vm: str) -> str:
 def test_a_member_creates_a_vm_and_its_list_follows_it_to_running_then_deleting_then_gone(
     app: FastAPI, alice: Person, project: str, agent: Agent, dispatcher: Dispatcher
 ) -> None:
-    visitor = _signed_in(app, alice)
+    visitor = signed_in(app, alice)
     form = visitor.get("/projects/web/vms/new")
     assert '<option value="tiny">tiny (public)</option>' in form.text
 
@@ -118,7 +75,7 @@ def test_a_member_creates_a_vm_and_its_list_follows_it_to_running_then_deleting_
 def test_a_refused_vm_is_not_made_and_the_form_says_why_as_the_api_does(
     app: FastAPI, alice: Person, project: str
 ) -> None:
-    visitor = _signed_in(app, alice)
+    visitor = signed_in(app, alice)
     visitor.get("/projects/web/vms/new")
 
     unknown = visitor.post("/projects/web/vms", {"name": "web1", "image": "nope"})
@@ -141,7 +98,7 @@ def test_a_viewer_sees_the_vm_but_no_button_that_would_change_anything(
         alice.post("/v1/projects/web/vms", json={"name": "web1", "image": "tiny"}).status_code
         == 202
     )
-    visitor = _signed_in(app, bob)
+    visitor = signed_in(app, bob)
 
     listed = visitor.get("/projects/web/vms")
     shown = visitor.get("/projects/web/vms/web1")
@@ -156,22 +113,24 @@ def test_a_viewer_sees_the_vm_but_no_button_that_would_change_anything(
     assert "Remove" not in keys.text
 
 
-def _change_routes(app: FastAPI) -> list[str]:
-    """Every route of the console that changes something in a project, its path filled
-    in for VM web1 and key laptop of project web."""
-    paths = []
+def _change_routes(app: FastAPI, fill: dict[str, str]) -> list[tuple[str, str]]:
+    """Every route of the console that changes something in a project, as (method,
+    path), its path filled in from `fill` (the path parameter's name to its value)."""
+    routes = []
     for route in iter_route_contexts(app.routes):
         if route.path is None or route.path.startswith("/v1/"):
             continue
-        if "POST" not in (route.methods or set()) or "{project}" not in route.path:
+        if "{project}" not in route.path:
             continue
-        filled = route.path.replace("{project}", "web").replace("{vm}", "web1")
-        filled = filled.replace("{key}", "laptop")
-        if "{action}" in filled:
-            paths += [filled.replace("{action}", action) for action in ACTIONS]
-        else:
-            paths.append(filled)
-    return sorted(paths)
+        for method in sorted({"POST", "PUT"} & (route.methods or set())):
+            filled = route.path
+            for name, value in fill.items():
+                filled = filled.replace("{" + name + "}", value)
+            if "{action}" in filled:
+                routes += [(method, filled.replace("{action}", a)) for a in ACTIONS]
+            else:
+                routes.append((method, filled))
+    return sorted(routes)
 
 
 def test_every_change_route_of_a_project_refuses_a_viewer_and_hides_it_from_an_outsider(
@@ -181,31 +140,76 @@ def test_every_change_route_of_a_project_refuses_a_viewer_and_hides_it_from_an_o
         alice.post("/v1/projects/web/vms", json={"name": "web1", "image": "tiny"}).status_code
         == 202
     )
-    carol = people.user("carol")
-    people.project("other", {carol: Role.OWNER})
-    viewer, outsider = _signed_in(app, bob), _signed_in(app, carol)
-    routes = _change_routes(app)
-    assert routes == [
-        "/projects/web/keys",
-        "/projects/web/keys/laptop/delete",
+    assert alice.post("/v1/projects/web/networks", json={"name": "blue"}).status_code == 201
+    rule = alice.post(
+        "/v1/projects/web/firewall-rules", json={"network": "blue", "protocol": "tcp"}
+    ).json()["id"]
+    olga = people.user("olga")
+    people.project("other", {olga: Role.OWNER})
+    owner = people.user("oscar")
+    people.join("web", owner, Role.OWNER)
+    image = alice.post("/v1/projects/web/images", json={"name": "mine"}).json()["id"]
+    invited = owner.post(
+        "/v1/projects/web/invitations", json={"email": "eve@example.org", "role": "member"}
+    ).json()["id"]
+    viewer, outsider = signed_in(app, bob), signed_in(app, olga)
+    fill = {"vm": "web1", "key": "laptop", "network": "blue", "rule": rule, "image": image}
+    fill |= {"project": "web", "user": "alice", "invitation": invited}
+    routes = _change_routes(app, fill)
+    assert sorted(path for _, path in routes) == sorted(
+        [
+            f"/projects/web/firewall-rules/{rule}/delete",
+            "/projects/web/images",
+            f"/projects/web/images/{image}/delete",
+            f"/projects/web/images/{image}/file",
+            "/projects/web/keys",
+            "/projects/web/keys/laptop/delete",
+            "/projects/web/members/alice/delete",
+            "/projects/web/members/alice/role",
+            "/projects/web/members/invitations",
+            f"/projects/web/members/invitations/{invited}/delete",
+            "/projects/web/networks",
+            "/projects/web/networks/blue/delete",
+            "/projects/web/networks/blue/rules",
+            "/projects/web/vms",
+            "/projects/web/vms/web1/delete",
+            "/projects/web/vms/web1/nics",
+            "/projects/web/vms/web1/nics/blue/delete",
+            "/projects/web/vms/web1/reboot",
+            "/projects/web/vms/web1/rules",
+            "/projects/web/vms/web1/start",
+            "/projects/web/vms/web1/stop",
+        ]
+    )
+    form = {"name": "web2", "image": "tiny", "public_key": KEY, "network": "blue"}
+    form |= {"protocol": "udp", "role": "owner", "email": "mallory@example.org"}
+
+    def by(visitor: Visitor) -> dict[str, int]:
+        return {
+            path: visitor.post(path, form).status_code
+            if method == "POST"
+            else visitor.client.put(
+                path, content=b"x", headers={"X-CSRF-Token": visitor.csrf}
+            ).status_code
+            for method, path in routes
+        }
+
+    assert by(viewer) == dict.fromkeys([path for _, path in routes], 403)
+    assert by(outsider) == dict.fromkeys([path for _, path in routes], 404)
+    for path in (
         "/projects/web/vms",
-        "/projects/web/vms/web1/delete",
-        "/projects/web/vms/web1/reboot",
-        "/projects/web/vms/web1/start",
-        "/projects/web/vms/web1/stop",
-    ]
-    form = {"name": "web2", "image": "tiny", "public_key": KEY}
-
-    by_viewer = {path: viewer.post(path, form).status_code for path in routes}
-    by_outsider = {path: outsider.post(path, form).status_code for path in routes}
-
-    assert by_viewer == dict.fromkeys(routes, 403)
-    assert by_outsider == dict.fromkeys(routes, 404)
-    for path in ("/projects/web/vms", "/projects/web/vms/web1", "/projects/web/keys"):
+        "/projects/web/vms/web1",
+        "/projects/web/keys",
+        "/projects/web/networks",
+        "/projects/web/networks/blue",
+    ):
         assert outsider.get(path).status_code == 404
     assert [vm["name"] for vm in alice.get("/v1/projects/web/vms").json()["items"]] == ["web1"]
     assert alice.get("/v1/projects/web/vms/web1").json()["state"] == "creating"
+    assert len(alice.get("/v1/projects/web/vms/web1").json()["nics"]) == 1
     assert len(alice.get("/v1/projects/web/ssh-keys").json()["items"]) == 1
+    assert [n["name"] for n in alice.get("/v1/projects/web/networks").json()["items"]] == ["blue"]
+    assert len(alice.get("/v1/projects/web/firewall-rules").json()["items"]) == 1
 
 
 def test_the_vm_page_offers_what_its_state_allows_and_answers_with_the_api_s_state(
@@ -215,7 +219,7 @@ def test_the_vm_page_offers_what_its_state_allows_and_answers_with_the_api_s_sta
     agent.desired()
     agent.report(**{vm: "running"})
     drain(dispatcher)
-    visitor = _signed_in(app, alice)
+    visitor = signed_in(app, alice)
 
     def buttons(html: str) -> list[str]:
         return re.findall(r'hx-post="/projects/web/vms/web1/(\w+)"', html)
