@@ -199,10 +199,11 @@ class _Units(LoadScopeScheduling):  # type: ignore[misc]
     test file is a unit of work (its module fixtures, a cloud for instance, are made
     once). The first worker runs the end-to-end files, the dearest first (DEAREST_E2E,
     then the others in order), the others the unit and integration files; a worker
-    that has run out of its own kind takes the other's, the dearest end-to-end file
-    left. The e2e files' waits (guests booting, failure windows) leave the CPU idle
-    that the other workers' tests use; no worker is left with a long file at the end,
-    and no file's tests ever run on two workers."""
+    that has run out of its own kind takes the other's: the cheapest end-to-end file
+    left, while the first worker goes on with the dearest. The e2e files' waits
+    (guests booting, failure windows) leave the CPU idle that the other workers' tests
+    use; no worker is left with a long file at the end, and no file's tests ever run
+    on two workers."""
 
     def _split_scope(self, nodeid: str) -> str:
         return nodeid.split("::", maxsplit=1)[0]
@@ -214,7 +215,7 @@ class _Units(LoadScopeScheduling):  # type: ignore[misc]
         if node is self.nodes[0]:
             scope = e2e[0] if e2e else rest[0]
         else:
-            scope = rest[0] if rest else e2e[0]
+            scope = rest[0] if rest else e2e[-1]
         self.workqueue.move_to_end(scope, last=False)
         super()._assign_work_unit(node)
 
