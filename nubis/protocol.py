@@ -189,6 +189,17 @@ class Network(_Wire):
 PROBE_PORT = 4791
 """The UDP port on which every agent answers its peers' probes, on its underlay address."""
 
+CONSOLE_PORT = 4792
+"""The TCP port on which every agent relays a VM's console to the control plane, on its
+underlay address, for a console grant only (see `console_grant`)."""
+
+
+class ConsoleKind(StrEnum):
+    SERIAL = "serial"
+    """The serial console: the guest's ttyS0, bytes both ways."""
+    VNC = "vnc"
+    """The graphical console: QEMU's VNC server (RFB), bytes both ways."""
+
 
 class Peer(_Wire):
     """A host of the same location that this host watches (probes over the underlay)."""

@@ -23,11 +23,20 @@ from pathlib import Path
 
 import httpx
 
+from nubis.agent.console_relay import ConsoleRelay
 from nubis.agent.fence import Watchdog
 from nubis.agent.image_cache import ImageCache
 from nubis.agent.qemu import process
 from nubis.agent.reconciler import Reconciler
-from nubis.protocol import Desired, HostReport, Registered, Registration, Status
+from nubis.console_grant import host_key
+from nubis.protocol import (
+    CONSOLE_PORT,
+    Desired,
+    HostReport,
+    Registered,
+    Registration,
+    Status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +136,7 @@ class Agent:
                     watchdog.stop()
                 watchdog = Watchdog(vms_root, report.underlay_address, state_dir=self.state_dir)
                 watchdog.start()
+            consoles = _console_relay(vms_root, report.underlay_address, registered.credential)
             images = ImageCache(self.state_dir / "images", self._image_chunks)
             reconciler = Reconciler(
                 self.state_dir,
@@ -140,6 +150,8 @@ class Agent:
                 self.converge_until(stop, reconciler, watchdog)
             finally:
                 reconciler.close()
+                if consoles is not None:
+                    consoles.stop()
         finally:
             if watchdog is not None:
                 watchdog.stop()
@@ -248,3 +260,15 @@ def _detail(response: httpx.Response) -> str:
         return str(json.loads(response.text).get("detail", response.text))
     except (ValueError, AttributeError):
         return f"HTTP {response.status_code}"
+
+
+def _console_relay(vms_root: Path, address: str, credential: str) -> ConsoleRelay | None:
+    """The console port, started; None if it cannot listen (the VMs run all the same,
+    without consoles in the browser)."""
+    try:
+        relay = ConsoleRelay(vms_root, address, host_key(credential))
+    except OSError as error:
+        log.warning("cannot serve consoles on [%s]:%d: %s", address, CONSOLE_PORT, error)
+        return None
+    relay.start()
+    return relay

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from nubis.auth import tokens
 from nubis.auth.authz import Principal
@@ -66,9 +67,9 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def known_query_only(request: Request) -> None:
+def known_query_only(request: HTTPConnection) -> None:
     """Refuse query parameters the route does not take: a misspelt `limit` or filter
-    would otherwise be ignored without a word."""
+    would otherwise be ignored without a word. (A websocket's route checks its own.)"""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return

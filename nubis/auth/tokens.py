@@ -7,7 +7,7 @@ import secrets
 from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from nubis.auth.authz import Principal
@@ -61,12 +61,22 @@ def issue(
 
 def authenticate(session: Session, secret: str) -> Principal:
     """Who holds `secret`; Unauthenticated unless it is a live token of an enabled user."""
+    return _live(session, ApiToken.secret_sha256 == digest(secret))
+
+
+def principal_of(session: Session, token_id: UUID) -> Principal:
+    """Who acts through the token `token_id`, while it lives (as `authenticate`): for
+    what outlasts a request made with it, a console for one."""
+    return _live(session, ApiToken.id == token_id)
+
+
+def _live(session: Session, which: ColumnElement[bool]) -> Principal:
     at = now()
     row = session.execute(
         select(ApiToken.id, ApiToken.project_id, User.id, User.name, User.is_operator)
         .join(User, User.id == ApiToken.user_id)
         .where(
-            ApiToken.secret_sha256 == digest(secret),
+            which,
             ApiToken.revoked_at.is_(None),
             or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > at),
             User.disabled.is_(False),

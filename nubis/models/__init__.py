@@ -25,7 +25,17 @@ from nubis.models.compute import (
 from nubis.models.engine import Semaphore, Strand
 from nubis.models.image import Image, ImageState
 from nubis.models.network import FirewallRule, Network, VniHold
-from nubis.models.vm import GONE, LEAVING, ON_HOST, Nic, Subnet, Vm, VmEvent, VmLabel
+from nubis.models.vm import (
+    GONE,
+    LEAVING,
+    ON_HOST,
+    ConsoleTicket,
+    Nic,
+    Subnet,
+    Vm,
+    VmEvent,
+    VmLabel,
+)
 from nubis.roles import Role
 
 __all__ = [
@@ -36,6 +46,7 @@ __all__ = [
     "AllocationState",
     "ApiToken",
     "AuditEvent",
+    "ConsoleTicket",
     "FirewallRule",
     "Flooding",
     "Health",

@@ -147,3 +147,22 @@ class Subnet(Base):
     )
 
     __table_args__ = (UniqueConstraint("location_id", "number", name="uq_subnet_number"),)
+
+
+class ConsoleTicket(Base):
+    """A one-time pass to one VM's console, for the user (and the token, or session)
+    that asked; only the SHA-256 of its secret is kept. Good once, for GRANT_SECONDS,
+    on the host the VM was on when it was made."""
+
+    __tablename__ = "console_ticket"
+
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=new_id)
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[UUID] = mapped_column(ForeignKey("api_token.id", ondelete="CASCADE"))
+    vm_id: Mapped[UUID] = mapped_column(ForeignKey("vm.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[UUID] = mapped_column(ForeignKey("host.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    """A ConsoleKind."""
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=now)

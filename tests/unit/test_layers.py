@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "nubis",
             "nubis.protocol",
+            "nubis.console_grant",
             "nubis.addresses",
             "nubis.choices",
             "nubis.ids",
@@ -47,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "nubis.auth",
             "nubis.vms",
+            "nubis.consoles",
             "nubis.hosts",
             "nubis.networks",
             "nubis.firewall",

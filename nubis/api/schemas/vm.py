@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from nubis.api.schemas.common import Input, Name
 from nubis.ids import Kind, format_id
 from nubis.models import Nic, Vm, VmEvent
+from nubis.protocol import ConsoleKind
 from nubis.units import Size
 from nubis.vms import display_state
 
@@ -124,3 +125,17 @@ class VmEventOut(BaseModel):
     @classmethod
     def of(cls, event: VmEvent) -> VmEventOut:
         return cls(at=event.at, kind=event.kind, detail=event.detail)
+
+
+class ConsoleTicketCreate(Input):
+    kind: ConsoleKind = Field(default=ConsoleKind.SERIAL, strict=False)  # strict: enums only
+    """`serial` (the guest's ttyS0) or `vnc` (its screen, RFB)."""
+
+
+class ConsoleTicketOut(BaseModel):
+    ticket: str
+    """The one-time secret: open `url` with it within 30 seconds, once."""
+    kind: ConsoleKind
+    expires_at: datetime
+    url: str
+    """The websocket to open (a path of this API), the ticket in its query."""

@@ -593,6 +593,11 @@ CASES = [
          (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms/{vm}/events")),
     Case("GET", "/v1/projects/{project}/vms/{vm}/console",
          (401, 200, 200, 200, 200, 404, 404, 200, 404), _p("/vms/{vm}/console")),
+    # The world's VM has not run: whoever may change it is told so (409).
+    Case("POST", "/v1/projects/{project}/vms/{vm}/console-tickets",
+         (401, 403, 409, 409, 409, 404, 404, 409, 404),
+         lambda w, _who: Call(f"/v1/projects/{w.project}/vms/{w.vm}/console-tickets", {
+             "kind": "serial"})),
     Case("POST", "/v1/projects/{project}/vms/{vm}/start",
          (401, 403, 202, 202, 202, 404, 404, 202, 404), _p("/vms/{vm}/start")),
     Case("POST", "/v1/projects/{project}/vms/{vm}/stop",
