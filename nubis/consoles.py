@@ -84,9 +84,9 @@ def redeem(session: Session, secret: str) -> UUID:
     return spent
 
 
-def still_open(session: Session, ticket_id: UUID) -> Reach:
-    """Where the console of spent ticket `ticket_id` is, while it may stay open; else
-    the reason it may not (401, 403, 404 or 409, as the API would answer it)."""
+def still_open(session: Session, ticket_id: UUID) -> tuple[Vm, Host]:
+    """The VM and host of spent ticket `ticket_id`, while its console may stay open;
+    else the reason it may not (401, 403, 404 or 409, as the API would answer it)."""
     ticket = session.get(ConsoleTicket, ticket_id)
     if ticket is None:
         raise NotFound("the VM of this console is gone")
@@ -100,9 +100,15 @@ def still_open(session: Session, ticket_id: UUID) -> Reach:
     host = session.get(Host, ticket.host_id)
     if host is None:
         raise NotFound("the VM's host is gone")
+    return vm, host
+
+
+def reach(session: Session, ticket_id: UUID, kind: ConsoleKind) -> Reach:
+    """Where to connect for spent ticket `ticket_id`'s console, with a fresh grant."""
+    vm, host = still_open(session, ticket_id)
     return Reach(
         host=host.underlay_address,
         port=CONSOLE_PORT,
-        grant=grant(format_id(Kind.VM, vm.id), ConsoleKind(ticket.kind), now().timestamp()),
+        grant=grant(format_id(Kind.VM, vm.id), kind, now().timestamp()),
         key=host.credential_sha256,
     )

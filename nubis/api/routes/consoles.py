@@ -28,6 +28,7 @@ from nubis.api.schemas.vm import ConsoleTicketCreate, ConsoleTicketOut
 from nubis.auth.authz import Action, project_access
 from nubis.db import Database
 from nubis.errors import NubisError, Unavailable
+from nubis.models import ConsoleTicket
 from nubis.protocol import ConsoleKind
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ def open_ticket(
 def _spend(db: Database, secret: str) -> tuple[UUID, consoles.Reach]:
     with db.transaction() as session:
         ticket = consoles.redeem(session, secret)
-        return ticket, consoles.still_open(session, ticket)
+        kind = ConsoleKind(session.get_one(ConsoleTicket, ticket).kind)
+        return ticket, consoles.reach(session, ticket, kind)
 
 
 def _recheck(db: Database, ticket: UUID) -> None:
